@@ -1,0 +1,280 @@
+//! One function per subcommand.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sluice_core::config::{CoordinatorConfig, ExecutorConfig};
+use sluice_core::{parse_byte_size, JobSpec, OutputFormat};
+use sluice_rpc::pb::{self, CancelJobRequest, GetJobRequest, ListJobsRequest, SubmitJobRequest};
+use sluice_udf::Registry;
+use tokio::net::TcpListener;
+
+use crate::error::CliError;
+use crate::{embedded, gen, progress, top, JobArgs};
+
+/// Size of the sample corpus `run` generates when no input is given.
+const SAMPLE_BYTES: u64 = 32 << 20;
+
+fn cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+}
+
+/// Checks the flags and builds a spec; nothing is written here.
+fn job_spec(a: &JobArgs, output: String) -> Result<JobSpec, CliError> {
+    let registry = Registry::builtin();
+    if registry.get(&a.job).is_none() {
+        return Err(CliError::Usage(format!(
+            "unknown job '{}'; known jobs: {}",
+            a.job,
+            registry.names().join(", ")
+        )));
+    }
+    let split_size = parse_byte_size(&a.split_size)
+        .map_err(|e| CliError::Usage(format!("--split-size: {e}")))?;
+    let format =
+        OutputFormat::parse(&a.format).map_err(|e| CliError::Usage(format!("--format: {e}")))?;
+    if a.reducers == Some(0) {
+        return Err(CliError::Usage("--reducers must be at least 1".into()));
+    }
+    let mut params = BTreeMap::new();
+    for p in &a.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--param '{p}' is not KEY=VALUE")))?;
+        params.insert(k.to_string(), v.to_string());
+    }
+    Ok(JobSpec {
+        job: a.job.clone(),
+        inputs: a.inputs.clone(),
+        output,
+        format,
+        split_size,
+        reducers: a.reducers,
+        overwrite: a.overwrite,
+        params,
+    })
+}
+
+fn require_output(a: &JobArgs) -> Result<String, CliError> {
+    a.output
+        .clone()
+        .ok_or_else(|| CliError::Usage("no output given; pass --output DIR".into()))
+}
+
+pub async fn run(
+    mut a: JobArgs,
+    executors: Option<u32>,
+    slots: u32,
+    top_n: usize,
+) -> Result<(), CliError> {
+    let output = match (&a.output, a.inputs.is_empty()) {
+        (Some(o), _) => o.clone(),
+        (None, true) => {
+            // No input and no output: try the job on a generated sample, replacing its last output.
+            a.overwrite = true;
+            "sample-data/out".to_string()
+        }
+        (None, false) => require_output(&a)?,
+    };
+    let mut spec = job_spec(&a, output)?;
+    if spec.inputs.is_empty() {
+        let dir = PathBuf::from("sample-data/corpus");
+        if !dir.join("_DONE").exists() {
+            eprintln!(
+                "no --input given: generating a {} MiB sample corpus in {}",
+                SAMPLE_BYTES >> 20,
+                dir.display()
+            );
+            gen::generate_text(&dir, SAMPLE_BYTES, 8, 1)?;
+            std::fs::write(dir.join("_DONE"), b"").map_err(|source| CliError::Io {
+                op: "writing",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        spec.inputs = vec![dir.display().to_string()];
+    }
+    if slots == 0 {
+        return Err(CliError::Usage("--slots must be at least 1".into()));
+    }
+    let n = executors.unwrap_or_else(cores).max(1);
+    let status = embedded::run_embedded(spec.clone(), n, slots).await?;
+    finish(&status, &spec, top_n)
+}
+
+/// Prints the summary (and the top rows) of a finished job; errors if it did not succeed.
+fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), CliError> {
+    progress::print_summary(status);
+    if status.state != "succeeded" {
+        return Err(CliError::JobFailed {
+            job_id: status.job_id.clone(),
+            state: status.state.clone(),
+            error: status.error.clone(),
+        });
+    }
+    if top_n > 0 {
+        top::print_top(Path::new(&spec.output), spec.format, top_n)?;
+    }
+    Ok(())
+}
+
+pub async fn coordinator(listen: &str, state_dir: &str) -> Result<(), CliError> {
+    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir.into()))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| CliError::Io {
+            op: "cannot listen on",
+            path: listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| CliError::Io {
+        op: "cannot read address of",
+        path: listen.to_string(),
+        source,
+    })?;
+    println!("coordinator listening on {addr}");
+    sluice_coordinator::serve(coord, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn executor(
+    coordinator: &str,
+    work_dir: &str,
+    slots: Option<u32>,
+    listen: &str,
+) -> Result<(), CliError> {
+    let slots = slots.unwrap_or_else(cores);
+    if slots == 0 {
+        return Err(CliError::Usage("--slots must be at least 1".into()));
+    }
+    let mut cfg = ExecutorConfig::new(coordinator.to_string(), work_dir.into(), slots);
+    cfg.listen = listen.to_string();
+    let handle = sluice_executor::start(cfg, Registry::builtin()).await?;
+    println!(
+        "executor {} registered with {coordinator}; shuffle on {}",
+        handle.id(),
+        handle.shuffle_addr()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+pub async fn submit(a: JobArgs, coordinator: &str, wait: bool, json: bool) -> Result<(), CliError> {
+    let output = require_output(&a)?;
+    let spec = job_spec(&a, output)?;
+    let mut client = sluice_rpc::jobs_client(coordinator).await?;
+    let id = client
+        .submit(SubmitJobRequest {
+            spec: Some((&spec).into()),
+        })
+        .await?
+        .into_inner()
+        .job_id;
+    if !wait {
+        println!("{id}");
+        return Ok(());
+    }
+    eprintln!("submitted {id}");
+    let status = progress::watch(&mut client, &id).await?;
+    if json {
+        let full = client
+            .get_job(GetJobRequest {
+                job_id: id.clone(),
+                include_tasks: true,
+            })
+            .await?
+            .into_inner();
+        println!("{}", progress::status_json(&full));
+    }
+    finish(&status, &spec, 0)
+}
+
+pub async fn jobs(coordinator: &str, json: bool) -> Result<(), CliError> {
+    let mut client = sluice_rpc::jobs_client(coordinator).await?;
+    let jobs = client
+        .list_jobs(ListJobsRequest {})
+        .await?
+        .into_inner()
+        .jobs;
+    if json {
+        let v: Vec<_> = jobs.iter().map(progress::status_json).collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<12} {:<11} {:>9} {:>9} {:>9}",
+        "JOB ID", "JOB", "STATE", "MAPS", "REDUCES", "SECONDS"
+    );
+    for j in jobs {
+        let spec = j.spec.clone().unwrap_or_default();
+        println!(
+            "{:<26} {:<12} {:<11} {:>9} {:>9} {:>9.1}",
+            j.job_id,
+            spec.job,
+            j.state,
+            format!("{}/{}", j.maps_done, j.maps_total),
+            format!("{}/{}", j.reduces_done, j.reduces_total),
+            j.elapsed_s
+        );
+    }
+    Ok(())
+}
+
+pub async fn status(job_id: &str, coordinator: &str, json: bool) -> Result<(), CliError> {
+    let mut client = sluice_rpc::jobs_client(coordinator).await?;
+    let s = client
+        .get_job(GetJobRequest {
+            job_id: job_id.to_string(),
+            include_tasks: json,
+        })
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", progress::status_json(&s));
+    } else {
+        progress::print_summary(&s);
+    }
+    Ok(())
+}
+
+pub async fn cancel(job_id: &str, coordinator: &str) -> Result<(), CliError> {
+    let mut client = sluice_rpc::jobs_client(coordinator).await?;
+    let r = client
+        .cancel_job(CancelJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    println!("{job_id}: {}", r.state);
+    Ok(())
+}
+
+/// Starts what `run` needs for the embedded cluster.
+pub(crate) async fn start_coordinator(
+    state_dir: PathBuf,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>), CliError> {
+    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| CliError::Io {
+            op: "cannot listen on",
+            path: "127.0.0.1:0".into(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| CliError::Io {
+        op: "cannot read address of",
+        path: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(sluice_coordinator::serve(coord, listener, async move {
+        let _ = rx.await;
+    }));
+    Ok((format!("http://{addr}"), tx))
+}

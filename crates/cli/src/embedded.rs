@@ -1,0 +1,54 @@
+//! Embedded mode: a coordinator and N executors in this process, talking gRPC on loopback,
+//! exactly the code paths of a cluster.
+
+use sluice_core::config::ExecutorConfig;
+use sluice_core::JobSpec;
+use sluice_rpc::pb::{self, SubmitJobRequest};
+use sluice_udf::Registry;
+
+use crate::commands::start_coordinator;
+use crate::error::CliError;
+use crate::progress;
+
+/// Runs one job to its end and returns its final status.
+pub async fn run_embedded(
+    spec: JobSpec,
+    executors: u32,
+    slots: u32,
+) -> Result<pb::JobStatus, CliError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("sluice-run-")
+        .tempdir()
+        .map_err(|source| CliError::Io {
+            op: "creating scratch directory in",
+            path: std::env::temp_dir().display().to_string(),
+            source,
+        })?;
+    let (url, stop) = start_coordinator(scratch.path().join("state")).await?;
+    let mut handles = Vec::new();
+    for i in 0..executors {
+        let cfg = ExecutorConfig::new(
+            url.clone(),
+            scratch.path().join(format!("executor-{i}")),
+            slots,
+        );
+        handles.push(sluice_executor::start(cfg, Registry::builtin()).await?);
+    }
+    let result = async {
+        let mut client = sluice_rpc::jobs_client(&url).await?;
+        let id = client
+            .submit(SubmitJobRequest {
+                spec: Some((&spec).into()),
+            })
+            .await?
+            .into_inner()
+            .job_id;
+        progress::watch(&mut client, &id).await
+    }
+    .await;
+    for h in handles {
+        h.shutdown().await;
+    }
+    let _ = stop.send(());
+    result
+}

@@ -1,0 +1,104 @@
+//! A deterministic text corpus: Zipf-distributed words over a vocabulary with some non-ASCII
+//! words, mostly space-separated with tabs, non-breaking spaces and CRLF line ends mixed in.
+//!
+//! The generator (splitmix64) is written out here on purpose: the corpus must be identical
+//! across versions of any random-number crate.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::CliError;
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "za", "pe", "qu", "xi", "do", "fa", "gu", "hé",
+    "jö", "ñu", "日", "本", "語", "ω", "ж", "ß",
+];
+const VOCAB: usize = 50_000;
+
+fn vocabulary(rng: &mut SplitMix) -> Vec<String> {
+    let mut words = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(VOCAB);
+    while out.len() < VOCAB {
+        let n = 1 + rng.below(4) as usize;
+        let mut w = String::new();
+        for _ in 0..n {
+            w.push_str(SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]);
+        }
+        if rng.below(10) == 0 {
+            w.push_str(&rng.below(100).to_string());
+        }
+        if words.insert(w.clone()) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Writes about `total` bytes over `files` files named `part-NNNN.txt` in `dir`.
+pub fn generate_text(dir: &Path, total: u64, files: u32, seed: u64) -> Result<u64, CliError> {
+    let io = |source: std::io::Error| CliError::Io {
+        op: "writing corpus to",
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut rng = SplitMix(seed);
+    let vocab = vocabulary(&mut rng);
+    // Zipf(s = 1) cumulative weights.
+    let mut cdf = Vec::with_capacity(VOCAB);
+    let mut acc = 0.0f64;
+    for r in 1..=VOCAB {
+        acc += 1.0 / r as f64;
+        cdf.push(acc);
+    }
+    let files = files.max(1);
+    let per_file = total / files as u64;
+    let mut written = 0;
+    for f in 0..files {
+        let path = dir.join(format!("part-{f:04}.txt"));
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(io)?);
+        let mut n = 0u64;
+        while n < per_file {
+            let words = 5 + rng.below(16);
+            for i in 0..words {
+                if i > 0 {
+                    let sep: &[u8] = match rng.below(100) {
+                        0 => b"\t",
+                        1 => "\u{a0}".as_bytes(),
+                        2 => b"  ",
+                        _ => b" ",
+                    };
+                    w.write_all(sep).map_err(io)?;
+                    n += sep.len() as u64;
+                }
+                let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * acc;
+                let idx = cdf.partition_point(|&c| c < u).min(VOCAB - 1);
+                let word = vocab[idx].as_bytes();
+                w.write_all(word).map_err(io)?;
+                n += word.len() as u64;
+            }
+            let end: &[u8] = if rng.below(20) == 0 { b"\r\n" } else { b"\n" };
+            w.write_all(end).map_err(io)?;
+            n += end.len() as u64;
+        }
+        w.flush().map_err(io)?;
+        written += n;
+    }
+    Ok(written)
+}

@@ -1,0 +1,135 @@
+//! Live progress while a job runs, and its summary.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_rpc::pb::{self, WatchJobRequest};
+use sluice_rpc::JobsClient;
+use tonic::transport::Channel;
+
+use crate::error::CliError;
+
+/// Interval of plain progress lines when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(2);
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn line(s: &pb::JobStatus) -> String {
+    let st = s.stats.unwrap_or_default();
+    let rate = if s.elapsed_s > 0.0 {
+        mib(st.bytes_read) / s.elapsed_s
+    } else {
+        0.0
+    };
+    format!(
+        "maps {}/{}  reduces {}/{}  read {:.1} MiB ({:.1} MiB/s)  {:.1}s  [{}]",
+        s.maps_done,
+        s.maps_total,
+        s.reduces_done,
+        s.reduces_total,
+        mib(st.bytes_read),
+        rate,
+        s.elapsed_s,
+        s.state
+    )
+}
+
+/// Follows a job until it is final, drawing a bar on a terminal or printing plain lines.
+pub async fn watch(
+    client: &mut JobsClient<Channel>,
+    job_id: &str,
+) -> Result<pb::JobStatus, CliError> {
+    let mut stream = client
+        .watch_job(WatchJobRequest {
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = ProgressBar::new(1);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} tasks  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    });
+    let mut last_plain: Option<Instant> = None;
+    let mut last = None;
+    while let Some(s) = stream.message().await? {
+        let msg = line(&s);
+        match &bar {
+            Some(b) => {
+                b.set_length((s.maps_total + s.reduces_total).max(1) as u64);
+                b.set_position((s.maps_done + s.reduces_done) as u64);
+                b.set_message(msg);
+            }
+            None => {
+                if last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+                    eprintln!("{job_id}: {msg}");
+                    last_plain = Some(Instant::now());
+                }
+            }
+        }
+        last = Some(s);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    last.ok_or_else(|| {
+        CliError::Refused(format!(
+            "the coordinator closed the progress stream of {job_id} without a status"
+        ))
+    })
+}
+
+/// Prints the final counters of a job.
+pub fn print_summary(s: &pb::JobStatus) {
+    let st = s.stats.unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    eprintln!(
+        "job {} ({}) {} in {:.2}s: {} maps, {} reduces; {} records in, {} records out; read {:.1} MiB, shuffled {:.1} MiB, wrote {:.1} MiB to {}",
+        s.job_id, spec.job, s.state, s.elapsed_s, s.maps_total, s.reduces_total,
+        st.records_in, st.records_out, mib(st.bytes_read), mib(st.shuffle_bytes), mib(st.bytes_out), spec.output
+    );
+    if !s.error.is_empty() {
+        eprintln!("  error: {}", s.error);
+    }
+}
+
+/// The status as JSON, for `--json`.
+pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
+    let st = s.stats.unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    serde_json::json!({
+        "job_id": s.job_id,
+        "job": spec.job,
+        "inputs": spec.inputs,
+        "output": spec.output,
+        "format": spec.format,
+        "state": s.state,
+        "error": s.error,
+        "maps_total": s.maps_total,
+        "maps_done": s.maps_done,
+        "reduces_total": s.reduces_total,
+        "reduces_done": s.reduces_done,
+        "elapsed_s": s.elapsed_s,
+        "submitted_unix_ms": s.submitted_unix_ms,
+        "stats": {
+            "bytes_read": st.bytes_read,
+            "records_in": st.records_in,
+            "records_out": st.records_out,
+            "shuffle_bytes": st.shuffle_bytes,
+            "bytes_out": st.bytes_out,
+        },
+        "files": s.files.iter().map(|f| serde_json::json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
+        "tasks": s.tasks.iter().map(|t| serde_json::json!({
+            "task_id": t.task_id, "state": t.state, "executor_id": t.executor_id,
+            "attempts": t.attempts, "error": t.error,
+        })).collect::<Vec<_>>(),
+    })
+}

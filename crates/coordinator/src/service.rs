@@ -1,0 +1,614 @@
+//! The coordinator's gRPC services (jobs API for clients, control API for executors).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sluice_core::config::CoordinatorConfig;
+use sluice_core::{JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
+use sluice_rpc::pb::control_server::{Control, ControlServer};
+use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
+use sluice_rpc::pb::{self, *};
+use sluice_storage::{list_inputs, plan_splits, Manifest, ManifestFile, OutputCommitter};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
+use crate::state::{ExecutorEntry, Job, State};
+use crate::CoordinatorError;
+
+/// Final jobs reported to executors so they can delete shuffle files.
+const FINISHED_JOBS_REPORTED: usize = 64;
+
+struct Inner {
+    cfg: CoordinatorConfig,
+    state: Mutex<State>,
+    tasks_ready: Notify,
+}
+
+/// The coordinator: cheap to clone, shared by both gRPC services.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// A coordinator with the FIFO scheduler.
+    pub fn new(cfg: CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        Self::with_scheduler(cfg, Box::<FifoScheduler>::default())
+    }
+
+    /// A coordinator with the given scheduling policy.
+    pub fn with_scheduler(
+        cfg: CoordinatorConfig,
+        scheduler: Box<dyn Scheduler>,
+    ) -> Result<Self, CoordinatorError> {
+        let jobs_dir = cfg.state_dir.join("jobs");
+        std::fs::create_dir_all(&jobs_dir).map_err(|source| CoordinatorError::Io {
+            op: "creating state directory",
+            path: jobs_dir,
+            source,
+        })?;
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                cfg,
+                state: Mutex::new(State {
+                    jobs: BTreeMap::new(),
+                    executors: HashMap::new(),
+                    scheduler,
+                    next_executor: 1,
+                }),
+                tasks_ready: Notify::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans and queues a job; input and output problems are refused before anything is written.
+    pub async fn submit_job(&self, spec: JobSpec) -> Result<String, CoordinatorError> {
+        let invalid = |reason: String| CoordinatorError::InvalidJob {
+            job: spec.job.clone(),
+            reason,
+        };
+        if spec.inputs.is_empty() {
+            return Err(invalid("no input given; pass --input PATH".into()));
+        }
+        if spec.output.is_empty() {
+            return Err(invalid("no output given; pass --output DIR".into()));
+        }
+        let s = spec.clone();
+        let splits = tokio::task::spawn_blocking(move || {
+            let files = list_inputs(&s.inputs)?;
+            let committer = OutputCommitter::new(&s.output);
+            committer.check(s.overwrite)?;
+            let splits = plan_splits(&files, s.split_size);
+            committer.setup_job(s.overwrite)?;
+            Ok::<_, sluice_storage::StorageError>(splits)
+        })
+        .await
+        .map_err(|e| invalid(format!("planning failed: {e}")))?
+        .map_err(|e| invalid(e.to_string()))?;
+        let id = JobId::generate().0;
+        info!(job_id = %id, job = %spec.job, splits = splits.len(), "job submitted");
+        let mut st = self.lock();
+        st.jobs
+            .insert(id.clone(), Job::new(id.clone(), spec, splits));
+        st.start_pending();
+        drop(st);
+        self.inner.tasks_ready.notify_waiters();
+        Ok(id)
+    }
+
+    fn status_of(&self, job_id: &str, tasks: bool) -> Result<pb::JobStatus, Status> {
+        self.lock()
+            .jobs
+            .get(job_id)
+            .map(|j| j.status(tasks))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no job '{job_id}' on this coordinator; `sluice jobs` lists them"
+                ))
+            })
+    }
+
+    /// Runs the job commit off the lock, then records the outcome.
+    fn commit_job(&self, job_id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (committer, manifest) = {
+                let st = this.lock();
+                let Some(job) = st.jobs.get(&job_id) else {
+                    return;
+                };
+                let committer = OutputCommitter::new(&job.spec.output);
+                let files: Vec<ManifestFile> = job
+                    .files
+                    .iter()
+                    .map(|f| ManifestFile {
+                        path: std::path::Path::new(&f.path)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| f.path.clone()),
+                        rows: f.rows,
+                        bytes: f.bytes,
+                    })
+                    .collect();
+                let manifest = Manifest {
+                    job_id: job.id.clone(),
+                    job: job.spec.job.clone(),
+                    format: job.spec.format.as_str().to_string(),
+                    rows: files.iter().map(|f| f.rows).sum(),
+                    bytes: files.iter().map(|f| f.bytes).sum(),
+                    files,
+                };
+                (committer, manifest)
+            };
+            let res = tokio::task::spawn_blocking(move || committer.commit_job(&manifest)).await;
+            let outcome = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("job commit failed: {e}")),
+                Err(e) => Err(format!("job commit failed: {e}")),
+            };
+            let record = {
+                let mut st = this.lock();
+                let Some(job) = st.jobs.get_mut(&job_id) else {
+                    return;
+                };
+                match outcome {
+                    Ok(()) => job.finish(JobState::Succeeded, None),
+                    Err(e) => job.finish(JobState::Failed, Some(e)),
+                }
+                info!(job_id = %job_id, state = %job.state, "job finished");
+                job.status(true)
+            };
+            this.write_record(record).await;
+        });
+    }
+
+    /// Fails a job: drops its queued tasks and removes its temporary output.
+    fn fail_job(&self, st: &mut State, job_id: &str, state: JobState, error: Option<String>) {
+        st.scheduler.remove_job(job_id);
+        let Some(job) = st.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.state.is_final() {
+            return;
+        }
+        job.finish(state, error.clone());
+        warn!(job_id, state = %job.state, error = error.as_deref().unwrap_or(""), "job ended");
+        let committer = OutputCommitter::new(&job.spec.output);
+        let record = job.status(true);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || committer.abort_job()).await;
+            this.write_record(record).await;
+        });
+    }
+
+    /// Keeps a JSON record of every finished job in the state directory.
+    async fn write_record(&self, status: pb::JobStatus) {
+        let path = self
+            .inner
+            .cfg
+            .state_dir
+            .join("jobs")
+            .join(format!("{}.json", status.job_id));
+        let spec = status.spec.clone().unwrap_or_default();
+        let stats = status.stats.unwrap_or_default();
+        let rec = serde_json::json!({
+            "job_id": status.job_id, "job": spec.job, "inputs": spec.inputs, "output": spec.output,
+            "state": status.state, "error": status.error, "maps": status.maps_total,
+            "reduces": status.reduces_total, "elapsed_s": status.elapsed_s,
+            "bytes_read": stats.bytes_read, "records_in": stats.records_in,
+            "records_out": stats.records_out, "bytes_out": stats.bytes_out,
+        });
+        if let Err(e) = tokio::fs::write(&path, rec.to_string()).await {
+            warn!(path = %path.display(), error = %e, "cannot write job record");
+        }
+    }
+
+    /// Declares executors silent past the timeout lost and requeues their running tasks.
+    pub fn reap_lost_executors(&self) {
+        let timeout = self.inner.cfg.executor_timeout;
+        let mut st = self.lock();
+        let lost: Vec<String> = st
+            .executors
+            .iter()
+            .filter(|(_, e)| e.last_seen.elapsed() > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            let Some(e) = st.executors.remove(&id) else {
+                continue;
+            };
+            warn!(executor_id = %id, running = e.running.len(), "executor lost");
+            for (job_id, task, attempt) in e.running {
+                self.requeue_or_fail(
+                    &mut st,
+                    &job_id,
+                    task,
+                    attempt,
+                    format!("executor {id} was lost"),
+                    true,
+                );
+            }
+        }
+        drop(st);
+        self.inner.tasks_ready.notify_waiters();
+    }
+
+    fn requeue_or_fail(
+        &self,
+        st: &mut State,
+        job_id: &str,
+        task: TaskId,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+    ) {
+        let max = self.inner.cfg.max_task_attempts;
+        let Some(job) = st.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.state.is_final() {
+            return;
+        }
+        let split = match task.kind {
+            TaskKind::Map => job
+                .splits
+                .get(task.index as usize)
+                .map(|s| format!(" (split {s})")),
+            TaskKind::Reduce => None,
+        }
+        .unwrap_or_default();
+        let Some(t) = job.task_mut(task) else { return };
+        if t.attempts != attempt || t.state != TaskState::Running {
+            return;
+        }
+        t.error = Some(error.clone());
+        if retryable && t.attempts < max {
+            let _ = t.state.transition(TaskState::Pending);
+            t.commit_attempt = None;
+            job.bump();
+            st.scheduler.enqueue(QueuedTask {
+                job_id: job_id.to_string(),
+                task,
+            });
+        } else {
+            let _ = t.state.transition(TaskState::Failed);
+            let n = t.attempts;
+            let msg = format!("task {task}{split} failed after {n} attempt(s): {error}");
+            self.fail_job(st, job_id, JobState::Failed, Some(msg));
+        }
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::JobStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Jobs for Coordinator {
+    async fn submit(
+        &self,
+        req: Request<SubmitJobRequest>,
+    ) -> Result<Response<SubmitJobResponse>, Status> {
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("missing job spec"))?;
+        let spec = JobSpec::try_from(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.submit_job(spec).await {
+            Ok(job_id) => Ok(Response::new(SubmitJobResponse { job_id })),
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.status_of(&r.job_id, r.include_tasks)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        _req: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let jobs = self.lock().jobs.values().map(|j| j.status(false)).collect();
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
+        let id = req.into_inner().job_id;
+        let mut st = self.lock();
+        let state = st
+            .jobs
+            .get(&id)
+            .map(|j| j.state)
+            .ok_or_else(|| Status::not_found(format!("no job '{id}' on this coordinator")))?;
+        if !state.is_final() && state != JobState::Committing {
+            self.fail_job(
+                &mut st,
+                &id,
+                JobState::Cancelled,
+                Some("cancelled by user".into()),
+            );
+        }
+        let state = st
+            .jobs
+            .get(&id)
+            .map(|j| j.state.as_str())
+            .unwrap_or("unknown");
+        Ok(Response::new(CancelJobResponse {
+            state: state.to_string(),
+        }))
+    }
+
+    type WatchJobStream = StatusStream;
+
+    async fn watch_job(
+        &self,
+        req: Request<WatchJobRequest>,
+    ) -> Result<Response<StatusStream>, Status> {
+        let id = req.into_inner().job_id;
+        let mut rx = {
+            let st = self.lock();
+            let job = st
+                .jobs
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("no job '{id}' on this coordinator")))?;
+            job.version.subscribe()
+        };
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(status) = this.status_of(&id, false) else {
+                    return;
+                };
+                let fin = JobState::parse(&status.state)
+                    .map(|s| s.is_final())
+                    .unwrap_or(true);
+                if tx.send(Ok(status)).await.is_err() || fin {
+                    return;
+                }
+                // Wake on change, or every half second so elapsed time moves.
+                let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Coordinator {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = req.into_inner();
+        if r.slots == 0 {
+            return Err(Status::invalid_argument(
+                "an executor needs at least one slot",
+            ));
+        }
+        let mut st = self.lock();
+        let id = format!("exec-{}", st.next_executor);
+        st.next_executor += 1;
+        info!(executor_id = %id, host = %r.host, slots = r.slots, shuffle = %r.shuffle_addr, "executor registered");
+        st.executors.insert(
+            id.clone(),
+            ExecutorEntry {
+                slots: r.slots,
+                shuffle_addr: r.shuffle_addr,
+                last_seen: Instant::now(),
+                running: Default::default(),
+            },
+        );
+        st.start_pending();
+        drop(st);
+        self.inner.tasks_ready.notify_waiters();
+        Ok(Response::new(RegisterResponse { executor_id: id }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.lock();
+        let Some(e) = st.executors.get_mut(&r.executor_id) else {
+            return Ok(Response::new(HeartbeatResponse {
+                reregister: true,
+                finished_jobs: vec![],
+            }));
+        };
+        e.last_seen = Instant::now();
+        let finished_jobs = st
+            .jobs
+            .values()
+            .rev()
+            .filter(|j| j.state.is_final())
+            .take(FINISHED_JOBS_REPORTED)
+            .map(|j| j.id.clone())
+            .collect();
+        Ok(Response::new(HeartbeatResponse {
+            reregister: false,
+            finished_jobs,
+        }))
+    }
+
+    async fn request_tasks(
+        &self,
+        req: Request<RequestTasksRequest>,
+    ) -> Result<Response<RequestTasksResponse>, Status> {
+        let r = req.into_inner();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(r.wait_ms.min(30_000) as u64);
+        loop {
+            let notified = self.inner.tasks_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                let Some(e) = st.executors.get_mut(&r.executor_id) else {
+                    return Ok(Response::new(RequestTasksResponse {
+                        tasks: vec![],
+                        reregister: true,
+                    }));
+                };
+                e.last_seen = Instant::now();
+                st.start_pending();
+                let queued = st.scheduler.next(&r.executor_id, r.free_slots as usize);
+                let tasks: Vec<_> = queued
+                    .iter()
+                    .filter_map(|q| st.assign(q, &r.executor_id))
+                    .collect();
+                if !tasks.is_empty() {
+                    return Ok(Response::new(RequestTasksResponse {
+                        tasks,
+                        reregister: false,
+                    }));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Response::new(RequestTasksResponse::default()));
+            }
+        }
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<TaskReport>,
+    ) -> Result<Response<ReportTaskResponse>, Status> {
+        let r = req.into_inner();
+        let kind = TaskKind::parse(&r.kind).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let task = TaskId {
+            kind,
+            index: r.index,
+        };
+        let mut st = self.lock();
+        let shuffle_addr = st.executors.get_mut(&r.executor_id).map(|e| {
+            e.running.remove(&(r.job_id.clone(), task, r.attempt));
+            e.last_seen = Instant::now();
+            e.shuffle_addr.clone()
+        });
+        if !r.succeeded {
+            warn!(job_id = %r.job_id, %task, attempt = r.attempt, error = %r.error, "task attempt failed");
+            self.requeue_or_fail(&mut st, &r.job_id, task, r.attempt, r.error, r.retryable);
+            drop(st);
+            self.inner.tasks_ready.notify_waiters();
+            return Ok(Response::new(ReportTaskResponse {}));
+        }
+        let st = &mut *st;
+        let Some(job) = st.jobs.get_mut(&r.job_id) else {
+            return Ok(Response::new(ReportTaskResponse {}));
+        };
+        if job.state != JobState::Running {
+            return Ok(Response::new(ReportTaskResponse {}));
+        }
+        let Some(t) = job.task_mut(task) else {
+            return Err(Status::invalid_argument(format!(
+                "job {} has no task {task}",
+                r.job_id
+            )));
+        };
+        if t.attempts != r.attempt || t.state.transition(TaskState::Succeeded).is_err() {
+            return Ok(Response::new(ReportTaskResponse {})); // a stale attempt
+        }
+        t.error = None;
+        if let Some(s) = &r.stats {
+            job.stats.add(s);
+        }
+        let mut commit = false;
+        match kind {
+            TaskKind::Map => {
+                job.map_outputs[r.index as usize] = Some(MapOutputLocation {
+                    map_index: r.index,
+                    attempt: r.attempt,
+                    executor_id: r.executor_id.clone(),
+                    shuffle_addr: shuffle_addr.unwrap_or_default(),
+                });
+                if job.maps.iter().all(|t| t.state == TaskState::Succeeded) {
+                    State::start_reduces(job, st.scheduler.as_mut());
+                }
+            }
+            TaskKind::Reduce => {
+                job.files.extend(r.files);
+                if job.reduces.iter().all(|t| t.state == TaskState::Succeeded) {
+                    let _ = job.reduce_stage.transition(sluice_core::StageState::Done);
+                    let _ = job.state.transition(JobState::Committing);
+                    commit = true;
+                }
+            }
+        }
+        job.bump();
+        let id = job.id.clone();
+        if commit {
+            self.commit_job(id);
+        }
+        self.inner.tasks_ready.notify_waiters();
+        Ok(Response::new(ReportTaskResponse {}))
+    }
+
+    async fn can_commit(
+        &self,
+        req: Request<CanCommitRequest>,
+    ) -> Result<Response<CanCommitResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.lock();
+        let allowed = st
+            .jobs
+            .get_mut(&r.job_id)
+            .filter(|j| j.state == JobState::Running)
+            .and_then(|j| j.reduces.get_mut(r.index as usize))
+            .is_some_and(|t| {
+                let ok = t.state == TaskState::Running
+                    && t.attempts == r.attempt
+                    && t.commit_attempt.is_none_or(|a| a == r.attempt);
+                if ok {
+                    t.commit_attempt = Some(r.attempt);
+                }
+                ok
+            });
+        Ok(Response::new(CanCommitResponse { allowed }))
+    }
+}
+
+/// Serves both APIs on `listener` until `shutdown` resolves; reaps lost executors meanwhile.
+pub async fn serve(
+    coordinator: Coordinator,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let reaper = {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                c.reap_lost_executors();
+            }
+        })
+    };
+    let res = tonic::transport::Server::builder()
+        .add_service(JobsServer::new(coordinator.clone()))
+        .add_service(ControlServer::new(coordinator))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    reaper.abort();
+    Ok(res?)
+}

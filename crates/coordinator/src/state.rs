@@ -1,0 +1,268 @@
+//! The coordinator's in-memory model: jobs with their stages and tasks, and executors.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_core::{JobSpec, JobState, Split, StageState, TaskId, TaskKind, TaskState};
+use sluice_rpc::pb;
+use tokio::sync::watch;
+
+use crate::scheduler::{QueuedTask, Scheduler};
+
+/// One task across its attempts.
+#[derive(Debug)]
+pub(crate) struct TaskEntry {
+    pub state: TaskState,
+    pub attempts: u32,
+    pub executor: Option<String>,
+    pub error: Option<String>,
+    pub commit_attempt: Option<u32>,
+}
+
+impl TaskEntry {
+    fn new() -> Self {
+        TaskEntry {
+            state: TaskState::Pending,
+            attempts: 0,
+            executor: None,
+            error: None,
+            commit_attempt: None,
+        }
+    }
+}
+
+/// One job.
+pub(crate) struct Job {
+    pub id: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub error: Option<String>,
+    pub submitted: Instant,
+    pub submitted_ms: u64,
+    pub finished: Option<Instant>,
+    pub splits: Vec<Split>,
+    pub reducers: u32,
+    pub map_stage: StageState,
+    pub reduce_stage: StageState,
+    pub maps: Vec<TaskEntry>,
+    pub reduces: Vec<TaskEntry>,
+    pub map_outputs: Vec<Option<pb::MapOutputLocation>>,
+    pub stats: pb::Stats,
+    pub files: Vec<pb::OutputFile>,
+    pub version: watch::Sender<u64>,
+}
+
+impl Job {
+    pub fn new(id: String, spec: JobSpec, splits: Vec<Split>) -> Self {
+        let n = splits.len();
+        Job {
+            id,
+            spec,
+            state: JobState::Pending,
+            error: None,
+            submitted: Instant::now(),
+            submitted_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            finished: None,
+            maps: (0..n).map(|_| TaskEntry::new()).collect(),
+            map_outputs: vec![None; n],
+            splits,
+            reducers: 0,
+            map_stage: StageState::Waiting,
+            reduce_stage: StageState::Waiting,
+            reduces: Vec::new(),
+            stats: pb::Stats::default(),
+            files: Vec::new(),
+            version: watch::channel(0).0,
+        }
+    }
+
+    /// Tells watchers something changed.
+    pub fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn task_mut(&mut self, t: TaskId) -> Option<&mut TaskEntry> {
+        match t.kind {
+            TaskKind::Map => self.maps.get_mut(t.index as usize),
+            TaskKind::Reduce => self.reduces.get_mut(t.index as usize),
+        }
+    }
+
+    fn done(tasks: &[TaskEntry]) -> u32 {
+        tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Succeeded)
+            .count() as u32
+    }
+
+    /// Moves to the final state `to`, marking unfinished tasks killed.
+    pub fn finish(&mut self, to: JobState, error: Option<String>) {
+        if self.state.transition(to).is_err() {
+            return;
+        }
+        self.error = error;
+        self.finished = Some(Instant::now());
+        for t in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
+            let _ = t.state.transition(TaskState::Killed);
+        }
+        for s in [&mut self.map_stage, &mut self.reduce_stage] {
+            let _ = s.transition(StageState::Failed);
+        }
+        self.bump();
+    }
+
+    /// A snapshot for clients.
+    pub fn status(&self, include_tasks: bool) -> pb::JobStatus {
+        let end = self.finished.unwrap_or_else(Instant::now);
+        let mut tasks = Vec::new();
+        if include_tasks {
+            for (kind, list) in [
+                (TaskKind::Map, &self.maps),
+                (TaskKind::Reduce, &self.reduces),
+            ] {
+                for (i, t) in list.iter().enumerate() {
+                    tasks.push(pb::TaskInfo {
+                        task_id: TaskId {
+                            kind,
+                            index: i as u32,
+                        }
+                        .to_string(),
+                        state: t.state.as_str().to_string(),
+                        executor_id: t.executor.clone().unwrap_or_default(),
+                        attempts: t.attempts,
+                        error: t.error.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        pb::JobStatus {
+            job_id: self.id.clone(),
+            spec: Some((&self.spec).into()),
+            state: self.state.as_str().to_string(),
+            error: self.error.clone().unwrap_or_default(),
+            maps_total: self.maps.len() as u32,
+            maps_done: Self::done(&self.maps),
+            reduces_total: self.reducers,
+            reduces_done: Self::done(&self.reduces),
+            stats: Some(self.stats),
+            elapsed_s: end.duration_since(self.submitted).as_secs_f64(),
+            submitted_unix_ms: self.submitted_ms,
+            tasks,
+            files: self.files.clone(),
+        }
+    }
+}
+
+/// A registered executor.
+pub(crate) struct ExecutorEntry {
+    pub slots: u32,
+    pub shuffle_addr: String,
+    pub last_seen: Instant,
+    /// (job, task, attempt) running there.
+    pub running: HashSet<(String, TaskId, u32)>,
+}
+
+/// Everything the coordinator knows, behind one lock.
+pub(crate) struct State {
+    pub jobs: BTreeMap<String, Job>,
+    pub executors: HashMap<String, ExecutorEntry>,
+    pub scheduler: Box<dyn Scheduler>,
+    pub next_executor: u64,
+}
+
+impl State {
+    pub fn total_slots(&self) -> u32 {
+        self.executors.values().map(|e| e.slots).sum()
+    }
+
+    /// Starts pending jobs once there are slots to size their reduce stage by.
+    pub fn start_pending(&mut self) {
+        let slots = self.total_slots();
+        if slots == 0 {
+            return;
+        }
+        let pending: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Pending)
+            .map(|j| j.id.clone())
+            .collect();
+        for id in pending {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.reducers = job.spec.reducers.unwrap_or(2 * slots).max(1);
+            job.reduces = (0..job.reducers).map(|_| TaskEntry::new()).collect();
+            let _ = job.state.transition(JobState::Running);
+            let _ = job.map_stage.transition(StageState::Running);
+            for i in 0..job.maps.len() as u32 {
+                self.scheduler.enqueue(QueuedTask {
+                    job_id: id.clone(),
+                    task: TaskId {
+                        kind: TaskKind::Map,
+                        index: i,
+                    },
+                });
+            }
+            if job.maps.is_empty() {
+                Self::start_reduces(job, self.scheduler.as_mut());
+            }
+            job.bump();
+        }
+    }
+
+    pub fn start_reduces(job: &mut Job, scheduler: &mut dyn Scheduler) {
+        let _ = job.map_stage.transition(StageState::Done);
+        let _ = job.reduce_stage.transition(StageState::Running);
+        for i in 0..job.reducers {
+            scheduler.enqueue(QueuedTask {
+                job_id: job.id.clone(),
+                task: TaskId {
+                    kind: TaskKind::Reduce,
+                    index: i,
+                },
+            });
+        }
+    }
+
+    /// Builds the assignment for a dequeued task and marks it running on `executor_id`.
+    pub fn assign(&mut self, q: &QueuedTask, executor_id: &str) -> Option<pb::TaskAssignment> {
+        let job = self.jobs.get_mut(&q.job_id)?;
+        if job.state != JobState::Running {
+            return None;
+        }
+        let spec = (&job.spec).into();
+        let reducers = job.reducers;
+        let split = match q.task.kind {
+            TaskKind::Map => job.splits.get(q.task.index as usize).map(Into::into),
+            TaskKind::Reduce => None,
+        };
+        let map_outputs = match q.task.kind {
+            TaskKind::Map => Vec::new(),
+            TaskKind::Reduce => job.map_outputs.iter().flatten().cloned().collect(),
+        };
+        let job_id = job.id.clone();
+        let t = job.task_mut(q.task)?;
+        t.state.transition(TaskState::Running).ok()?;
+        t.attempts += 1;
+        t.executor = Some(executor_id.to_string());
+        let attempt = t.attempts;
+        job.bump();
+        if let Some(e) = self.executors.get_mut(executor_id) {
+            e.running.insert((job_id.clone(), q.task, attempt));
+        }
+        Some(pb::TaskAssignment {
+            job_id,
+            kind: q.task.kind.as_str().to_string(),
+            index: q.task.index,
+            attempt,
+            spec: Some(spec),
+            num_reducers: reducers,
+            split,
+            map_outputs,
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! Domain types shared by every Sluice crate: ids, job specs, splits, states and config.
+//!
+//! This crate links no async runtime so that user job crates that depend on it stay small.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod size;
+pub mod spec;
+pub mod state;
+
+pub use error::CoreError;
+pub use ids::{JobId, TaskId, TaskKind};
+pub use size::parse_byte_size;
+pub use spec::{JobSpec, OutputFormat, Split, DEFAULT_SPLIT_SIZE};
+pub use state::{JobState, StageState, TaskState};

@@ -1,0 +1,85 @@
+//! What a job is: its spec, its output format and its input splits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+
+/// Default target split size: 64 MiB, as HDFS's block size.
+pub const DEFAULT_SPLIT_SIZE: u64 = 64 << 20;
+
+/// The format committed output files are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OutputFormat {
+    /// Apache Parquet, one file per reduce task.
+    #[default]
+    Parquet,
+    /// Tab-separated text without a header.
+    Tsv,
+}
+
+impl OutputFormat {
+    /// Wire and CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Tsv => "tsv",
+        }
+    }
+
+    /// File extension of output parts.
+    pub fn extension(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// Parses `parquet` or `tsv`; empty means the default.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "" | "parquet" => Ok(OutputFormat::Parquet),
+            "tsv" => Ok(OutputFormat::Tsv),
+            other => Err(CoreError::UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// Everything needed to plan and run one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Registered job name.
+    pub job: String,
+    /// Input files, directories or globs.
+    pub inputs: Vec<String>,
+    /// Output directory.
+    pub output: String,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Target split size in bytes.
+    pub split_size: u64,
+    /// Reduce tasks; `None` means 2 x total executor slots.
+    pub reducers: Option<u32>,
+    /// Replace an already committed output.
+    pub overwrite: bool,
+    /// Parameters passed to user code.
+    pub params: BTreeMap<String, String>,
+}
+
+/// A byte range `[start, end)` of one input file; it owns every line that starts inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// File path.
+    pub path: String,
+    /// First byte offset.
+    pub start: u64,
+    /// One past the last byte offset.
+    pub end: u64,
+    /// Length of the whole file.
+    pub file_len: u64,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}+{}", self.path, self.start, self.end - self.start)
+    }
+}

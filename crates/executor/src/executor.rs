@@ -1,0 +1,235 @@
+//! The executor process: registration, heartbeats and the task loop.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sluice_core::config::ExecutorConfig;
+use sluice_rpc::pb::shuffle_server::ShuffleServer;
+use sluice_rpc::pb::{HeartbeatRequest, RegisterRequest, RequestTasksRequest};
+use sluice_rpc::ControlClient;
+use sluice_shuffle::{ShuffleService, ShuffleStore};
+use sluice_udf::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::task::{run_task, TaskEnv};
+use crate::ExecutorError;
+
+/// Long-poll wait for tasks.
+const POLL_WAIT_MS: u32 = 1000;
+
+/// A running executor; stop it with [`ExecutorHandle::shutdown`].
+pub struct ExecutorHandle {
+    id: Arc<RwLock<String>>,
+    shuffle_addr: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ExecutorHandle {
+    /// The id the coordinator gave this executor.
+    pub fn id(&self) -> String {
+        read(&self.id)
+    }
+
+    /// Where this executor serves shuffle data.
+    pub fn shuffle_addr(&self) -> &str {
+        &self.shuffle_addr
+    }
+
+    /// Stops asking for tasks and stops serving; running tasks are abandoned.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Resolves when the executor is told to stop.
+    pub async fn wait(&mut self) {
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+fn read(id: &RwLock<String>) -> String {
+    id.read()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+async fn register(
+    client: &mut ControlClient<Channel>,
+    cfg: &ExecutorConfig,
+    shuffle_addr: &str,
+    jobs: Vec<String>,
+) -> Result<String, ExecutorError> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let resp = client
+        .register(RegisterRequest {
+            host,
+            slots: cfg.slots,
+            memory_bytes: cfg.memory_bytes,
+            shuffle_addr: shuffle_addr.to_string(),
+            jobs,
+        })
+        .await
+        .map_err(|s| ExecutorError::Refused {
+            call: "register",
+            message: s.message().to_string(),
+        })?;
+    Ok(resp.into_inner().executor_id)
+}
+
+/// Starts an executor: shuffle server, registration, heartbeat and task loops.
+pub async fn start(
+    cfg: ExecutorConfig,
+    registry: Registry,
+) -> Result<ExecutorHandle, ExecutorError> {
+    let store = ShuffleStore::new(cfg.work_dir.join("shuffle"));
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| ExecutorError::Io {
+            op: "binding shuffle service to",
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let shuffle_addr = listener
+        .local_addr()
+        .map_err(|source| ExecutorError::Io {
+            op: "reading address of",
+            addr: cfg.listen.clone(),
+            source,
+        })?
+        .to_string();
+    let mut client = sluice_rpc::control_client(&cfg.coordinator).await?;
+    let id = register(&mut client, &cfg, &shuffle_addr, registry.names()).await?;
+    info!(executor_id = %id, shuffle = %shuffle_addr, slots = cfg.slots, "executor registered");
+    let id = Arc::new(RwLock::new(id));
+    let (stop, stop_rx) = watch::channel(false);
+
+    let server = {
+        let mut stop_rx = stop_rx.clone();
+        let svc = ShuffleServer::new(ShuffleService::new(store.clone()))
+            .max_encoding_message_size(64 << 20);
+        tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                warn!(error = %e, "shuffle server stopped");
+            }
+        })
+    };
+
+    let heartbeat = {
+        let (mut client, id, cfg, store, mut stop_rx) = (
+            client.clone(),
+            id.clone(),
+            cfg.clone(),
+            store.clone(),
+            stop_rx.clone(),
+        );
+        let shuffle_addr = shuffle_addr.clone();
+        let names = registry.names();
+        tokio::spawn(async move {
+            let mut cleaned: HashSet<String> = HashSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(cfg.heartbeat) => {}
+                }
+                let req = HeartbeatRequest {
+                    executor_id: read(&id),
+                    running: 0,
+                };
+                match client.heartbeat(req).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        if r.reregister {
+                            if let Ok(new_id) =
+                                register(&mut client, &cfg, &shuffle_addr, names.clone()).await
+                            {
+                                warn!(executor_id = %new_id, "re-registered with the coordinator");
+                                if let Ok(mut g) = id.write() {
+                                    *g = new_id;
+                                }
+                            }
+                        }
+                        for job in r.finished_jobs {
+                            if cleaned.insert(job.clone()) {
+                                let store = store.clone();
+                                let _ = tokio::task::spawn_blocking(move || store.remove_job(&job))
+                                    .await;
+                            }
+                        }
+                    }
+                    Err(s) => debug!(error = %s.message(), "heartbeat failed"),
+                }
+            }
+        })
+    };
+
+    let tasks = {
+        let env = Arc::new(TaskEnv::new(id.clone(), store, registry, client.clone()));
+        let mut stop_rx = stop_rx.clone();
+        let slots = Arc::new(Semaphore::new(cfg.slots as usize));
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                };
+                let free = slots.available_permits() as u32 + 1;
+                let req = RequestTasksRequest {
+                    executor_id: read(&env.id),
+                    free_slots: free,
+                    wait_ms: POLL_WAIT_MS,
+                };
+                let resp = tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    r = client.request_tasks(req) => r,
+                };
+                let assigned = match resp {
+                    Ok(r) => r.into_inner().tasks,
+                    Err(s) => {
+                        debug!(error = %s.message(), "request_tasks failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let mut first = Some(first);
+                for a in assigned {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => match slots.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    };
+                    let env = env.clone();
+                    tokio::spawn(async move {
+                        run_task(env, a).await;
+                        drop(permit);
+                    });
+                }
+            }
+        })
+    };
+
+    Ok(ExecutorHandle {
+        id,
+        shuffle_addr,
+        stop,
+        tasks: vec![server, heartbeat, tasks],
+    })
+}

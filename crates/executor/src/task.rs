@@ -1,0 +1,344 @@
+//! Running one task attempt: map or reduce, with user-code panics caught and reported.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use sluice_core::{OutputFormat, Split, TaskId, TaskKind};
+use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
+use sluice_rpc::{ControlClient, ShuffleClient};
+use sluice_shuffle::{decode_segment, fetch_partition, KWayMerge, ShuffleStore};
+use sluice_storage::{read_split_text, OutputCommitter, OutputWriter, StorageError};
+use sluice_udf::{Job, Registry, UdfError};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+/// Concurrent partition fetches per reduce task.
+const FETCH_CONCURRENCY: usize = 8;
+/// Tries per partition fetch before the reduce attempt fails.
+const FETCH_TRIES: u32 = 3;
+
+/// What every task of this executor shares.
+pub(crate) struct TaskEnv {
+    pub id: Arc<RwLock<String>>,
+    store: ShuffleStore,
+    registry: Registry,
+    control: ControlClient<Channel>,
+    shuffle_clients: Mutex<HashMap<String, ShuffleClient<Channel>>>,
+}
+
+impl TaskEnv {
+    pub fn new(
+        id: Arc<RwLock<String>>,
+        store: ShuffleStore,
+        registry: Registry,
+        control: ControlClient<Channel>,
+    ) -> Self {
+        TaskEnv {
+            id,
+            store,
+            registry,
+            control,
+            shuffle_clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn executor_id(&self) -> String {
+        self.id.read().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Why an attempt failed, and whether another attempt could succeed.
+#[derive(Debug)]
+struct TaskError {
+    msg: String,
+    retryable: bool,
+}
+
+impl TaskError {
+    fn fatal(msg: impl Into<String>) -> Self {
+        TaskError {
+            msg: msg.into(),
+            retryable: false,
+        }
+    }
+    fn retry(msg: impl Into<String>) -> Self {
+        TaskError {
+            msg: msg.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<StorageError> for TaskError {
+    fn from(e: StorageError) -> Self {
+        let retryable = matches!(e, StorageError::Io { .. });
+        TaskError {
+            msg: e.to_string(),
+            retryable,
+        }
+    }
+}
+
+impl From<UdfError> for TaskError {
+    fn from(e: UdfError) -> Self {
+        TaskError::fatal(e.to_string())
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs user code, turning a panic into a failed attempt instead of a dead executor.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(TaskError::fatal(format!(
+            "user code panicked in {what}: {}",
+            panic_message(p)
+        )))
+    })
+}
+
+fn lookup(registry: &Registry, name: &str) -> Result<Arc<dyn Job>, TaskError> {
+    registry.get(name).ok_or_else(|| {
+        TaskError::fatal(format!(
+            "unknown job '{name}'; this executor runs: {}",
+            registry.names().join(", ")
+        ))
+    })
+}
+
+/// Runs one assignment and reports its outcome to the coordinator.
+pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
+    let kind = match TaskKind::parse(&a.kind) {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(error = %e, "ignoring malformed assignment");
+            return;
+        }
+    };
+    let task = TaskId {
+        kind,
+        index: a.index,
+    };
+    let started = std::time::Instant::now();
+    let result = match kind {
+        TaskKind::Map => run_map(&env, &a).await,
+        TaskKind::Reduce => run_reduce(&env, &a, task).await,
+    };
+    let mut report = TaskReport {
+        executor_id: env.executor_id(),
+        job_id: a.job_id.clone(),
+        kind: a.kind.clone(),
+        index: a.index,
+        attempt: a.attempt,
+        ..Default::default()
+    };
+    match result {
+        Ok((stats, files)) => {
+            info!(job_id = %a.job_id, %task, attempt = a.attempt, secs = started.elapsed().as_secs_f32(), "task succeeded");
+            report.succeeded = true;
+            report.stats = Some(stats);
+            report.files = files;
+        }
+        Err(e) => {
+            warn!(job_id = %a.job_id, %task, attempt = a.attempt, error = %e.msg, "task failed");
+            report.error = e.msg;
+            report.retryable = e.retryable;
+        }
+    }
+    let mut control = env.control.clone();
+    for i in 0..5u64 {
+        match control.report_task(report.clone()).await {
+            Ok(_) => return,
+            Err(s) => {
+                warn!(error = %s.message(), "report_task failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * (i + 1))).await;
+            }
+        }
+    }
+}
+
+type Outcome = Result<(pb::Stats, Vec<pb::OutputFile>), TaskError>;
+
+async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment) -> Outcome {
+    let spec = a.spec.clone().unwrap_or_default();
+    let split: Split = a
+        .split
+        .as_ref()
+        .map(Into::into)
+        .ok_or_else(|| TaskError::fatal("map assignment without a split"))?;
+    let job = lookup(&env.registry, &spec.job)?;
+    let (env2, a2) = (env.clone(), a.clone());
+    tokio::task::spawn_blocking(move || {
+        let text = read_split_text(&split)?;
+        let out =
+            guarded("map", || Ok(job.run_map(&text.text, a2.num_reducers)?)).map_err(|e| {
+                TaskError {
+                    msg: format!("{} (split {split})", e.msg),
+                    ..e
+                }
+            })?;
+        let info = env2
+            .store
+            .write(&a2.job_id, a2.index, a2.attempt, &out.partitions)
+            .map_err(|e| TaskError::retry(e.to_string()))?;
+        Ok((
+            pb::Stats {
+                bytes_read: split.end - split.start,
+                records_in: text.lines,
+                records_out: 0,
+                shuffle_bytes: info.bytes,
+                bytes_out: 0,
+            },
+            Vec::new(),
+        ))
+    })
+    .await
+    .map_err(|e| TaskError::fatal(format!("map task aborted: {e}")))?
+}
+
+async fn fetch_one(
+    env: &TaskEnv,
+    job_id: &str,
+    loc: &MapOutputLocation,
+    partition: u32,
+) -> Result<Vec<u8>, TaskError> {
+    if loc.executor_id == env.executor_id() {
+        let store = env.store.clone();
+        let (job_id, m, att) = (job_id.to_string(), loc.map_index, loc.attempt);
+        return tokio::task::spawn_blocking(move || {
+            store.read_partition(&job_id, m, att, partition)
+        })
+        .await
+        .map_err(|e| TaskError::retry(e.to_string()))?
+        .map_err(|e| TaskError::retry(e.to_string()));
+    }
+    let mut last = String::new();
+    for attempt in 0..FETCH_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        let client = {
+            let mut cache = env.shuffle_clients.lock().await;
+            match cache.get(&loc.shuffle_addr) {
+                Some(c) => c.clone(),
+                None => match sluice_rpc::shuffle_client(&loc.shuffle_addr).await {
+                    Ok(c) => {
+                        cache.insert(loc.shuffle_addr.clone(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                },
+            }
+        };
+        let mut client = client;
+        match fetch_partition(
+            &mut client,
+            &loc.shuffle_addr,
+            job_id,
+            loc.map_index,
+            loc.attempt,
+            partition,
+        )
+        .await
+        {
+            Ok(b) => return Ok(b),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(TaskError::retry(last))
+}
+
+async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Outcome {
+    let spec = a.spec.clone().unwrap_or_default();
+    let job = lookup(&env.registry, &spec.job)?;
+    let format = OutputFormat::parse(&spec.format).map_err(|e| TaskError::fatal(e.to_string()))?;
+    let partition = a.index;
+    let fetches = a.map_outputs.iter().cloned().map(|loc| {
+        let (env, job_id) = (env.clone(), a.job_id.clone());
+        async move { fetch_one(&env, &job_id, &loc, partition).await }
+    });
+    let segments: Vec<Vec<u8>> = futures::stream::iter(fetches)
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+
+    let committer = OutputCommitter::new(&spec.output);
+    let attempt_dir = committer.attempt_dir(&a.job_id, &task.to_string(), a.attempt);
+    let part: PathBuf = attempt_dir.join(format!("part-r-{:05}.{}", partition, format.extension()));
+    let (rows, bytes) = tokio::task::spawn_blocking(move || {
+        let mut batches = Vec::new();
+        for s in &segments {
+            batches.extend(decode_segment(s).map_err(|e| TaskError::retry(e.to_string()))?);
+        }
+        drop(segments);
+        let schema = job.output_schema()?;
+        let mut writer = OutputWriter::create(&part, format, schema)?;
+        let mut merged = KWayMerge::new(&batches).map_err(|e| TaskError::fatal(e.to_string()))?;
+        guarded("reduce", || {
+            job.run_reduce(&mut merged, &mut |b| {
+                writer.write(&b).map_err(|e| UdfError::Sink(e.to_string()))
+            })?;
+            Ok(())
+        })?;
+        Ok::<_, TaskError>(writer.finish()?)
+    })
+    .await
+    .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))??;
+
+    let allowed = env
+        .control
+        .clone()
+        .can_commit(CanCommitRequest {
+            job_id: a.job_id.clone(),
+            index: a.index,
+            attempt: a.attempt,
+        })
+        .await
+        .map(|r| r.into_inner().allowed)
+        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())))?;
+    if !allowed {
+        let _ = tokio::fs::remove_dir_all(&attempt_dir).await;
+        return Err(TaskError::fatal(
+            "commit denied: another attempt of this task committed, or the job ended",
+        ));
+    }
+    let files = tokio::task::spawn_blocking(move || committer.commit_task(&attempt_dir))
+        .await
+        .map_err(|e| TaskError::retry(e.to_string()))??;
+    let files = files
+        .into_iter()
+        .map(|p| pb::OutputFile {
+            path: p.to_string_lossy().into_owned(),
+            rows,
+            bytes,
+        })
+        .collect();
+    Ok((
+        pb::Stats {
+            bytes_read: 0,
+            records_in: 0,
+            records_out: rows,
+            shuffle_bytes: 0,
+            bytes_out: bytes,
+        },
+        files,
+    ))
+}

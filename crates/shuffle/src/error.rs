@@ -1,0 +1,57 @@
+//! The error type of the shuffle crate.
+
+use std::path::PathBuf;
+
+/// Errors writing, serving, fetching or merging shuffle data.
+#[derive(Debug, thiserror::Error)]
+pub enum ShuffleError {
+    /// File I/O failed.
+    #[error("shuffle {op} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Arrow IPC encoding or decoding failed.
+    #[error("shuffle data: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A partition could not be fetched from an executor.
+    #[error(
+        "fetching partition {partition} of map {map_index} of job {job_id} from {addr}: {reason}"
+    )]
+    Fetch {
+        /// Job.
+        job_id: String,
+        /// Map task index.
+        map_index: u32,
+        /// Partition.
+        partition: u32,
+        /// Executor shuffle address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// An index file is damaged or a partition is out of range.
+    #[error("shuffle index '{path}': {reason}")]
+    Corrupt {
+        /// Index path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A run does not have the (Binary key, Binary value) layout.
+    #[error("shuffle run has an unexpected schema: {0}")]
+    Schema(String),
+}
+
+pub(crate) fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ShuffleError {
+    let path = path.into();
+    move |source| ShuffleError::Io { op, path, source }
+}

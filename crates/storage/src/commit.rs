@@ -1,0 +1,184 @@
+//! The output committer: task attempts write under `OUTPUT/_temporary/`, one attempt per task
+//! is renamed into place, and the job commit writes `_SUCCESS` with a manifest.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::io;
+use crate::StorageError;
+
+/// Marker of a committed output, holding the JSON manifest.
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+/// Where attempts write before they commit.
+pub const TEMP_DIR: &str = "_temporary";
+
+/// One committed file in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// File name relative to the output directory.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Contents of `_SUCCESS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The job that committed.
+    pub job_id: String,
+    /// The job's name.
+    pub job: String,
+    /// Output format.
+    pub format: String,
+    /// Every output file.
+    pub files: Vec<ManifestFile>,
+    /// Total rows.
+    pub rows: u64,
+    /// Total bytes.
+    pub bytes: u64,
+}
+
+/// Commit protocol for one output directory on a POSIX filesystem.
+#[derive(Debug, Clone)]
+pub struct OutputCommitter {
+    root: PathBuf,
+}
+
+impl OutputCommitter {
+    /// A committer for `output` (a path or `file://` URI).
+    pub fn new(output: &str) -> Self {
+        OutputCommitter {
+            root: PathBuf::from(output.strip_prefix("file://").unwrap_or(output)),
+        }
+    }
+
+    /// The output directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Refuses an output that holds a committed job unless `overwrite`; writes nothing.
+    pub fn check(&self, overwrite: bool) -> Result<(), StorageError> {
+        if !overwrite && self.root.join(SUCCESS_FILE).exists() {
+            return Err(StorageError::OutputCommitted(
+                self.root.display().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prepares the output for a new job: removes the old one when `overwrite`.
+    pub fn setup_job(&self, overwrite: bool) -> Result<(), StorageError> {
+        self.check(overwrite)?;
+        if overwrite && self.root.exists() {
+            std::fs::remove_dir_all(&self.root).map_err(io("removing old output", &self.root))?;
+        }
+        let tmp = self.root.join(TEMP_DIR);
+        std::fs::create_dir_all(&tmp).map_err(io("creating output directory", &tmp))
+    }
+
+    /// Where attempt `attempt` of `task` of `job_id` writes its files.
+    pub fn attempt_dir(&self, job_id: &str, task: &str, attempt: u32) -> PathBuf {
+        self.root
+            .join(TEMP_DIR)
+            .join(job_id)
+            .join(format!("{task}_attempt{attempt}"))
+    }
+
+    /// Moves an attempt's files into the output; returns their final paths.
+    pub fn commit_task(&self, attempt_dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+        let mut done = Vec::new();
+        for e in std::fs::read_dir(attempt_dir).map_err(io("listing attempt", attempt_dir))? {
+            let src = e.map_err(io("listing attempt", attempt_dir))?.path();
+            let Some(name) = src.file_name() else {
+                continue;
+            };
+            let dst = self.root.join(name);
+            std::fs::rename(&src, &dst).map_err(io("committing", &src))?;
+            done.push(dst);
+        }
+        std::fs::remove_dir(attempt_dir).map_err(io("removing attempt", attempt_dir))?;
+        Ok(done)
+    }
+
+    /// Writes `_SUCCESS` with the manifest (atomically) and removes `_temporary`.
+    pub fn commit_job(&self, manifest: &Manifest) -> Result<(), StorageError> {
+        let tmp = self.root.join(TEMP_DIR);
+        std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+        let staged = tmp.join(format!("{SUCCESS_FILE}.{}", manifest.job_id));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Manifest {
+            path: staged.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&staged, json).map_err(io("writing", &staged))?;
+        let fin = self.root.join(SUCCESS_FILE);
+        std::fs::rename(&staged, &fin).map_err(io("writing", &fin))?;
+        std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))
+    }
+
+    /// Removes what a failed or cancelled job left; an output directory left empty goes too.
+    pub fn abort_job(&self) -> Result<(), StorageError> {
+        let tmp = self.root.join(TEMP_DIR);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+        }
+        if let Ok(mut rd) = std::fs::read_dir(&self.root) {
+            if rd.next().is_none() {
+                std::fs::remove_dir(&self.root).map_err(io("removing", &self.root))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the manifest of a committed output.
+    pub fn read_manifest(&self) -> Result<Manifest, StorageError> {
+        let p = self.root.join(SUCCESS_FILE);
+        let bytes = std::fs::read(&p).map_err(io("reading", &p))?;
+        serde_json::from_slice(&bytes).map_err(|e| StorageError::Manifest {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_protocol_end_to_end() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let c = OutputCommitter::new(out.to_str().unwrap());
+        c.setup_job(false).unwrap();
+        let a = c.attempt_dir("j1", "r-00000", 1);
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("part-r-00000.tsv"), "x\t1\n").unwrap();
+        let files = c.commit_task(&a).unwrap();
+        assert_eq!(files, vec![out.join("part-r-00000.tsv")]);
+        let m = Manifest {
+            job_id: "j1".into(),
+            job: "wordcount".into(),
+            format: "tsv".into(),
+            files: vec![ManifestFile {
+                path: "part-r-00000.tsv".into(),
+                rows: 1,
+                bytes: 4,
+            }],
+            rows: 1,
+            bytes: 4,
+        };
+        c.commit_job(&m).unwrap();
+        assert!(!out.join(TEMP_DIR).exists());
+        assert_eq!(c.read_manifest().unwrap(), m);
+        let e = c.setup_job(false).unwrap_err().to_string();
+        assert!(e.contains("--overwrite"), "{e}");
+        c.setup_job(true).unwrap();
+        assert!(!out.join(SUCCESS_FILE).exists());
+        c.abort_job().unwrap();
+        assert!(!out.exists());
+    }
+}

@@ -1,0 +1,77 @@
+//! The error type of the storage crate.
+
+use std::path::PathBuf;
+
+/// Errors about input, output and commit; each names the path (and offset) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An input path or glob that matches nothing.
+    #[error("input '{0}' does not exist; check --input")]
+    InputMissing(String),
+    /// A directory (or glob) holding no readable files.
+    #[error("input '{0}' contains no files (hidden files and names starting with '_' or '.' are skipped)")]
+    InputEmpty(String),
+    /// A glob pattern that cannot be parsed.
+    #[error("input pattern '{pattern}' is invalid: {reason}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// Input text that is not UTF-8.
+    #[error("input file '{path}' is not valid UTF-8 at byte offset {offset}; word count reads UTF-8 text")]
+    InvalidUtf8 {
+        /// File.
+        path: String,
+        /// Absolute byte offset of the first invalid byte.
+        offset: u64,
+    },
+    /// The output holds a committed job already.
+    #[error("output '{0}' already holds a committed job (_SUCCESS exists); pass --overwrite or choose another --output")]
+    OutputCommitted(String),
+    /// An I/O error on a path.
+    #[error("{op} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing Parquet failed.
+    #[error("writing parquet '{path}': {reason}")]
+    Parquet {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Formatting a value for text output failed.
+    #[error("formatting output for '{path}': {reason}")]
+    Format {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The manifest could not be (de)serialized.
+    #[error("manifest '{path}': {reason}")]
+    Manifest {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Attaches an operation and a path to an I/O error.
+pub(crate) fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.into();
+    move |source| StorageError::Io { op, path, source }
+}

@@ -1,0 +1,16 @@
+//! Sluice storage: find input files, cut them into line-aligned splits, read a split's lines,
+//! write output parts, and commit output so that readers never see partial results.
+
+mod commit;
+mod error;
+mod input;
+mod output;
+mod read;
+mod split;
+
+pub use commit::{Manifest, ManifestFile, OutputCommitter, SUCCESS_FILE, TEMP_DIR};
+pub use error::StorageError;
+pub use input::{list_inputs, InputFile};
+pub use output::OutputWriter;
+pub use read::read_key_counts;
+pub use split::{plan_splits, read_split_text, SplitText};

@@ -1,0 +1,68 @@
+//! Reading back committed output (for summaries and tests).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice_core::OutputFormat;
+
+use crate::error::io;
+use crate::{OutputCommitter, StorageError};
+
+fn bad(path: &Path, reason: impl Into<String>) -> StorageError {
+    StorageError::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads every row of a committed `(utf8 key, int64 count)` output, as listed in its manifest.
+pub fn read_key_counts(
+    output: &Path,
+    format: OutputFormat,
+) -> Result<Vec<(String, i64)>, StorageError> {
+    let committer = OutputCommitter::new(&output.to_string_lossy());
+    let manifest = committer.read_manifest()?;
+    let mut rows = Vec::with_capacity(manifest.rows as usize);
+    for f in &manifest.files {
+        let path: PathBuf = output.join(&f.path);
+        match format {
+            OutputFormat::Tsv => {
+                let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
+                for (i, line) in text.lines().enumerate() {
+                    let (k, c) = line
+                        .rsplit_once('\t')
+                        .ok_or_else(|| bad(&path, format!("line {} has no tab", i + 1)))?;
+                    let c = c
+                        .parse()
+                        .map_err(|e| bad(&path, format!("line {}: count '{c}': {e}", i + 1)))?;
+                    rows.push((k.to_string(), c));
+                }
+            }
+            OutputFormat::Parquet => {
+                let file = File::open(&path).map_err(io("opening", &path))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.build())
+                    .map_err(|e| bad(&path, e.to_string()))?;
+                for batch in reader {
+                    let batch = batch.map_err(|e| bad(&path, e.to_string()))?;
+                    if batch.num_columns() < 2
+                        || batch.column(0).data_type() != &DataType::Utf8
+                        || batch.column(1).data_type() != &DataType::Int64
+                    {
+                        return Err(bad(&path, "not a (utf8, int64) output"));
+                    }
+                    let k = batch.column(0).as_string::<i32>();
+                    let c = batch.column(1).as_primitive::<Int64Type>();
+                    for i in 0..batch.num_rows() {
+                        rows.push((k.value(i).to_string(), c.value(i)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(rows)
+}

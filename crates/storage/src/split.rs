@@ -1,0 +1,184 @@
+//! Line-aligned byte-range splits, as Hadoop's TextInputFormat: a split owns every line that
+//! starts inside its range, skipping a partial first line and reading past its end to finish
+//! its last one.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use sluice_core::Split;
+
+use crate::error::io;
+use crate::{InputFile, StorageError};
+
+/// Bytes read at a time when a split's last line runs past its end.
+const EXTEND_CHUNK: usize = 64 * 1024;
+
+/// Cuts every file into `[start, end)` ranges of at most `split_size` bytes; empty files get none.
+pub fn plan_splits(files: &[InputFile], split_size: u64) -> Vec<Split> {
+    let size = split_size.max(1);
+    let mut splits = Vec::new();
+    for f in files {
+        let mut start = 0;
+        while start < f.len {
+            let end = (start + size).min(f.len);
+            splits.push(Split {
+                path: f.path.clone(),
+                start,
+                end,
+                file_len: f.len,
+            });
+            start = end;
+        }
+    }
+    splits
+}
+
+/// The whole lines a split owns.
+#[derive(Debug)]
+pub struct SplitText {
+    /// The lines, terminators included.
+    pub text: String,
+    /// Byte offset of `text` in the file.
+    pub offset: u64,
+    /// Number of lines.
+    pub lines: u64,
+    /// Bytes read from storage (the range plus the look-behind and look-ahead).
+    pub bytes_read: u64,
+}
+
+fn read_at(file: &File, path: &str, buf: &mut [u8], pos: u64) -> Result<usize, StorageError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file
+            .read_at(&mut buf[done..], pos + done as u64)
+            .map_err(io("reading input", path))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// Reads the lines owned by `split`: those whose first byte lies in `[start, end)`.
+pub fn read_split_text(split: &Split) -> Result<SplitText, StorageError> {
+    let path = split.path.as_str();
+    let file = File::open(path).map_err(io("opening input", path))?;
+    // One byte of look-behind tells whether `start` begins a line.
+    let begin = split.start.saturating_sub(1);
+    let mut buf = vec![0u8; (split.end - begin) as usize];
+    let got = read_at(&file, path, &mut buf, begin)?;
+    buf.truncate(got);
+    let mut bytes_read = got as u64;
+
+    let first = if split.start == 0 {
+        0
+    } else {
+        match memchr::memchr(b'\n', &buf) {
+            Some(i) => i + 1,
+            None => buf.len(),
+        }
+    };
+    let owned_end_in_buf = (split.end - begin) as usize;
+    if first >= owned_end_in_buf || first >= buf.len() {
+        return Ok(SplitText {
+            text: String::new(),
+            offset: split.end,
+            lines: 0,
+            bytes_read,
+        });
+    }
+    // Finish the last line: read on until a newline or the end of the file.
+    if buf.last() != Some(&b'\n') {
+        let mut pos = begin + buf.len() as u64;
+        let mut chunk = vec![0u8; EXTEND_CHUNK];
+        loop {
+            let n = read_at(&file, path, &mut chunk, pos)?;
+            if n == 0 {
+                break;
+            }
+            bytes_read += n as u64;
+            match memchr::memchr(b'\n', &chunk[..n]) {
+                Some(i) => {
+                    buf.extend_from_slice(&chunk[..=i]);
+                    break;
+                }
+                None => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    pos += n as u64;
+                }
+            }
+        }
+    }
+    buf.drain(..first);
+    let offset = begin + first as u64;
+    let mut lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
+    if buf.last().is_some_and(|&b| b != b'\n') {
+        lines += 1;
+    }
+    let text = String::from_utf8(buf).map_err(|e| StorageError::InvalidUtf8 {
+        path: path.to_string(),
+        offset: offset + e.utf8_error().valid_up_to() as u64,
+    })?;
+    Ok(SplitText {
+        text,
+        offset,
+        lines,
+        bytes_read,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(path: &str, len: u64, size: u64) -> Vec<String> {
+        let files = [InputFile {
+            path: path.to_string(),
+            len,
+        }];
+        let mut all = String::new();
+        for s in plan_splits(&files, size) {
+            let t = read_split_text(&s).unwrap();
+            assert!(t.offset >= s.start || t.text.is_empty());
+            all.push_str(&t.text);
+        }
+        all.split_inclusive('\n').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_split_size_reassembles_the_file_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let content = "héllo wörld\r\n\nlong line ".to_string()
+            + &"x".repeat(50)
+            + "\n日本語\nlast-no-newline";
+        let p = d.path().join("f.txt");
+        std::fs::write(&p, &content).unwrap();
+        let ps = p.to_str().unwrap();
+        for size in 1..=content.len() as u64 + 2 {
+            let got: String = lines_of(ps, content.len() as u64, size).concat();
+            assert_eq!(got, content, "split size {size}");
+        }
+    }
+
+    #[test]
+    fn empty_file_has_no_splits_and_bad_utf8_names_the_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let f = [InputFile {
+            path: "x".into(),
+            len: 0,
+        }];
+        assert!(plan_splits(&f, 10).is_empty());
+        let p = d.path().join("bad.txt");
+        std::fs::write(&p, b"ok line\nbad \xff here\n").unwrap();
+        let s = Split {
+            path: p.to_string_lossy().into_owned(),
+            start: 0,
+            end: 20,
+            file_len: 20,
+        };
+        let e = read_split_text(&s).unwrap_err().to_string();
+        assert!(e.contains("byte offset 12"), "{e}");
+        assert!(e.contains("bad.txt"), "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Test helpers for Sluice: process clusters on loopback, corpora and reference results.

@@ -1,0 +1,64 @@
+//! The traits user code implements.
+
+use std::hash::Hash;
+use std::ops::AddAssign;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::Emitter;
+
+/// Turns input records (text lines) into key/value pairs.
+pub trait Mapper: Send + Sync + 'static {
+    /// Shuffle key.
+    type Key: Serialize + DeserializeOwned + Hash + Eq + Send;
+    /// Shuffle value.
+    type Value: Serialize + DeserializeOwned + Send;
+
+    /// Maps one line (without its line terminator).
+    fn map(&self, line: &str, out: &mut Emitter<'_, Self::Key, Self::Value>);
+
+    /// Maps a chunk of whole lines; override it when records need not be cut into lines first.
+    fn map_lines(&self, text: &str, out: &mut Emitter<'_, Self::Key, Self::Value>) {
+        for line in text.lines() {
+            self.map(line, out);
+        }
+    }
+}
+
+/// Folds a value into the running value of the same key on the map side.
+///
+/// It must be associative and commutative: the engine may apply it any number of times, in any
+/// order, before the reducer sees the values (as Hadoop's combiner).
+pub trait Combiner<K, V>: Send + Sync {
+    /// Adds `value` into `acc`.
+    fn combine(&self, acc: &mut V, value: V);
+}
+
+/// A combiner that adds values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SumCombiner;
+
+impl<K, V: AddAssign> Combiner<K, V> for SumCombiner {
+    fn combine(&self, acc: &mut V, value: V) {
+        *acc += value;
+    }
+}
+
+/// Turns all values of one key into output records.
+pub trait Reducer: Send + Sync + 'static {
+    /// Shuffle key (the mapper's).
+    type Key: DeserializeOwned;
+    /// Shuffle value (the mapper's).
+    type Value: DeserializeOwned;
+    /// Output record; its fields become the output columns.
+    type Out: Serialize + DeserializeOwned;
+
+    /// Called once per key, in key order, with every value of that key.
+    fn reduce(
+        &self,
+        key: Self::Key,
+        values: &mut dyn Iterator<Item = Self::Value>,
+        out: &mut Vec<Self::Out>,
+    );
+}

@@ -1,0 +1,114 @@
+//! Where mappers put their key/value pairs.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use crate::Combiner;
+
+type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Collects a map task's output; with a combiner it folds values per key as they arrive, so a
+/// repeated key costs one hash lookup and no allocation.
+pub struct Emitter<'c, K, V> {
+    combiner: Option<&'c dyn Combiner<K, V>>,
+    table: Table<K, V>,
+    list: Vec<(K, V)>,
+    emitted: u64,
+}
+
+impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
+    /// An emitter that combines with `combiner` when one is given.
+    pub fn new(combiner: Option<&'c dyn Combiner<K, V>>, capacity: usize) -> Self {
+        Emitter {
+            combiner,
+            table: Table::with_capacity_and_hasher(
+                if combiner.is_some() { capacity } else { 0 },
+                Default::default(),
+            ),
+            list: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Emits an owned key.
+    #[inline]
+    pub fn emit(&mut self, key: K, value: V) {
+        self.emitted += 1;
+        match self.combiner {
+            Some(c) => match self.table.get_mut(&key) {
+                Some(acc) => c.combine(acc, value),
+                None => {
+                    self.table.insert(key, value);
+                }
+            },
+            None => self.list.push((key, value)),
+        }
+    }
+
+    /// Emits a borrowed key (a `&str` for a `String` key); it is copied only when first seen.
+    #[inline]
+    pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.emitted += 1;
+        match self.combiner {
+            Some(c) => match self.table.get_mut(key) {
+                Some(acc) => c.combine(acc, value),
+                None => {
+                    self.table.insert(key.to_owned(), value);
+                }
+            },
+            None => self.list.push((key.to_owned(), value)),
+        }
+    }
+
+    /// Pairs emitted so far, before combining.
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Pairs held now (after combining).
+    pub fn len(&self) -> usize {
+        self.table.len() + self.list.len()
+    }
+
+    /// True when nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes every held pair out.
+    pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> + '_ {
+        self.table.drain().chain(self.list.drain(..))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SumCombiner;
+
+    #[test]
+    fn combines_borrowed_keys() {
+        let mut e: Emitter<'_, String, i64> = Emitter::new(Some(&SumCombiner), 4);
+        for w in ["a", "b", "a", "a"] {
+            e.emit_ref(w, 1);
+        }
+        e.emit("b".to_string(), 5);
+        assert_eq!(e.emitted(), 5);
+        let mut got: Vec<_> = e.drain().collect();
+        got.sort();
+        assert_eq!(got, vec![("a".into(), 3), ("b".into(), 6)]);
+    }
+
+    #[test]
+    fn without_combiner_keeps_every_pair() {
+        let mut e: Emitter<'_, String, i64> = Emitter::new(None, 0);
+        e.emit_ref("a", 1);
+        e.emit_ref("a", 1);
+        assert_eq!(e.len(), 2);
+    }
+}

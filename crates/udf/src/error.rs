@@ -1,0 +1,21 @@
+//! The error type of the udf crate.
+
+/// Errors from running user code's plumbing (encoding, decoding, building batches).
+#[derive(Debug, thiserror::Error)]
+pub enum UdfError {
+    /// A key or value could not be encoded for the shuffle.
+    #[error("cannot encode a shuffle record: {0}")]
+    Encode(String),
+    /// A shuffle record could not be decoded into the reducer's key or value type.
+    #[error("cannot decode a shuffle record ({0}); the map and reduce types of the job disagree or the shuffle file is corrupt")]
+    Decode(String),
+    /// Output records could not be turned into Arrow columns.
+    #[error("cannot convert output records to Arrow: {0}")]
+    Output(String),
+    /// An Arrow error.
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Output from the sink failed.
+    #[error("{0}")]
+    Sink(String),
+}

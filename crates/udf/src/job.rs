@@ -1,0 +1,257 @@
+//! Type-erased jobs: what the executor calls, whatever the user's key, value and output types.
+
+use std::sync::Arc;
+
+use arrow_array::builder::BinaryBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_arrow::schema::{SchemaLike, TracingOptions};
+
+use crate::{Combiner, Emitter, Mapper, Reducer, UdfError};
+
+/// Rows per output batch handed to the output writer.
+const OUTPUT_BATCH_ROWS: usize = 64 * 1024;
+
+/// The shuffle's row schema: memcomparable-encoded key and value, sorted by key bytes.
+pub fn shuffle_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+}
+
+/// What a map task produced: one key-sorted batch per reduce partition.
+#[derive(Debug)]
+pub struct MapOutput {
+    /// `partitions[p]` holds the rows for reducer `p`, sorted by key bytes.
+    pub partitions: Vec<RecordBatch>,
+    /// Pairs the mapper emitted (before combining).
+    pub records_emitted: u64,
+    /// Rows written to the shuffle (after combining).
+    pub records_out: u64,
+}
+
+/// What a reduce task produced.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReduceCounts {
+    /// Shuffle rows read.
+    pub records_in: u64,
+    /// Distinct keys seen.
+    pub groups: u64,
+    /// Output rows.
+    pub records_out: u64,
+}
+
+/// A job as the executor sees it: bytes and batches in, batches out.
+pub trait Job: Send + Sync {
+    /// The registered name.
+    fn name(&self) -> &str;
+
+    /// The Arrow schema of the output rows.
+    fn output_schema(&self) -> Result<SchemaRef, UdfError>;
+
+    /// Maps whole lines of text into `partitions` key-sorted shuffle batches.
+    fn run_map(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError>;
+
+    /// Reduces key-sorted shuffle rows (`(key, value)` encoded), giving output batches to `sink`.
+    fn run_reduce<'a>(
+        &self,
+        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
+    ) -> Result<ReduceCounts, UdfError>;
+}
+
+/// A job built from a mapper, an optional combiner and a reducer with matching types.
+pub struct JobDef<M: Mapper, R> {
+    name: String,
+    mapper: M,
+    combiner: Option<Box<dyn Combiner<M::Key, M::Value>>>,
+    reducer: R,
+}
+
+impl<M, R> JobDef<M, R>
+where
+    M: Mapper,
+    R: Reducer<Key = M::Key, Value = M::Value>,
+{
+    /// A job named `name`.
+    pub fn new(name: impl Into<String>, mapper: M, reducer: R) -> Self {
+        JobDef {
+            name: name.into(),
+            mapper,
+            combiner: None,
+            reducer,
+        }
+    }
+
+    /// Adds a map-side combiner.
+    pub fn with_combiner(mut self, c: impl Combiner<M::Key, M::Value> + 'static) -> Self {
+        self.combiner = Some(Box::new(c));
+        self
+    }
+}
+
+fn output_fields<T: Serialize + DeserializeOwned>() -> Result<Vec<FieldRef>, UdfError> {
+    Vec::<FieldRef>::from_type::<T>(TracingOptions::default().strings_as_large_utf8(false))
+        .map_err(|e| UdfError::Output(e.to_string()))
+}
+
+fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), UdfError> {
+    let mut ser = memcomparable::Serializer::new(buf);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| UdfError::Encode(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UdfError> {
+    memcomparable::from_slice(bytes).map_err(|e| UdfError::Decode(e.to_string()))
+}
+
+/// Encodes pairs, hashes keys to partitions and sorts each partition by key bytes.
+pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
+    pairs: impl Iterator<Item = (K, V)>,
+    partitions: u32,
+    size_hint: usize,
+) -> Result<Vec<RecordBatch>, UdfError> {
+    let n = partitions.max(1) as usize;
+    let mut arena: Vec<u8> = Vec::with_capacity(size_hint * 24);
+    // (key start, key end = value start, value end) into the arena
+    let mut parts: Vec<Vec<(usize, usize, usize)>> = vec![Vec::with_capacity(size_hint / n + 1); n];
+    for (k, v) in pairs {
+        let ks = arena.len();
+        encode_into(&k, &mut arena)?;
+        let ke = arena.len();
+        encode_into(&v, &mut arena)?;
+        let p = (xxhash_rust::xxh3::xxh3_64(&arena[ks..ke]) % n as u64) as usize;
+        parts[p].push((ks, ke, arena.len()));
+    }
+    let schema = shuffle_schema();
+    parts
+        .into_iter()
+        .map(|mut recs| {
+            recs.sort_unstable_by(|a, b| arena[a.0..a.1].cmp(&arena[b.0..b.1]));
+            let key_bytes: usize = recs.iter().map(|r| r.1 - r.0).sum();
+            let val_bytes: usize = recs.iter().map(|r| r.2 - r.1).sum();
+            let mut keys = BinaryBuilder::with_capacity(recs.len(), key_bytes);
+            let mut vals = BinaryBuilder::with_capacity(recs.len(), val_bytes);
+            for &(ks, ke, ve) in &recs {
+                keys.append_value(&arena[ks..ke]);
+                vals.append_value(&arena[ke..ve]);
+            }
+            let cols: Vec<ArrayRef> = vec![Arc::new(keys.finish()), Arc::new(vals.finish())];
+            Ok(RecordBatch::try_new(schema.clone(), cols)?)
+        })
+        .collect()
+}
+
+impl<M, R> Job for JobDef<M, R>
+where
+    M: Mapper,
+    R: Reducer<Key = M::Key, Value = M::Value>,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_schema(&self) -> Result<SchemaRef, UdfError> {
+        Ok(Arc::new(Schema::new(output_fields::<R::Out>()?)))
+    }
+
+    fn run_map(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError> {
+        // A guess at distinct keys that saves most rehashing for text-like input.
+        let capacity = (text.len() / 128).clamp(1024, 1 << 20);
+        let mut out = Emitter::new(self.combiner.as_deref(), capacity);
+        self.mapper.map_lines(text, &mut out);
+        let emitted = out.emitted();
+        let held = out.len();
+        let partitions = partition_sorted(out.drain(), partitions, held)?;
+        Ok(MapOutput {
+            partitions,
+            records_emitted: emitted,
+            records_out: held as u64,
+        })
+    }
+
+    fn run_reduce<'a>(
+        &self,
+        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
+    ) -> Result<ReduceCounts, UdfError> {
+        let fields = output_fields::<R::Out>()?;
+        let mut counts = ReduceCounts::default();
+        let mut buf: Vec<R::Out> = Vec::new();
+        let mut flush = |buf: &mut Vec<R::Out>, counts: &mut ReduceCounts| {
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let batch = serde_arrow::to_record_batch(&fields, buf)
+                .map_err(|e| UdfError::Output(e.to_string()))?;
+            counts.records_out += buf.len() as u64;
+            buf.clear();
+            sink(batch)
+        };
+        let mut input = input.peekable();
+        while let Some((kb, vb)) = input.next() {
+            let key: M::Key = decode(kb)?;
+            let mut group = GroupValues {
+                first: Some(vb),
+                key: kb,
+                input: &mut input,
+                err: None,
+                read: 0,
+                _v: std::marker::PhantomData,
+            };
+            self.reducer.reduce(key, &mut group, &mut buf);
+            for _ in group.by_ref() {}
+            counts.records_in += group.read;
+            counts.groups += 1;
+            if let Some(e) = group.err {
+                return Err(e);
+            }
+            if buf.len() >= OUTPUT_BATCH_ROWS {
+                flush(&mut buf, &mut counts)?;
+            }
+        }
+        flush(&mut buf, &mut counts)?;
+        Ok(counts)
+    }
+}
+
+/// The values of one key: the rows that follow while their key bytes stay equal.
+struct GroupValues<'i, 'a, I: Iterator<Item = (&'a [u8], &'a [u8])>, V> {
+    first: Option<&'a [u8]>,
+    key: &'a [u8],
+    input: &'i mut std::iter::Peekable<I>,
+    err: Option<UdfError>,
+    read: u64,
+    _v: std::marker::PhantomData<V>,
+}
+
+impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>, V: DeserializeOwned> Iterator
+    for GroupValues<'_, 'a, I, V>
+{
+    type Item = V;
+
+    fn next(&mut self) -> Option<V> {
+        if self.err.is_some() {
+            return None;
+        }
+        let bytes = match self.first.take() {
+            Some(b) => b,
+            None => match self.input.peek() {
+                Some((k, _)) if *k == self.key => self.input.next()?.1,
+                _ => return None,
+            },
+        };
+        self.read += 1;
+        match decode(bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err = Some(e);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The Sluice user API: write map, combine and reduce functions over typed (serde) records.
+//!
+//! A job is a [`Mapper`], an optional [`Combiner`] and a [`Reducer`], put together with
+//! [`JobDef`] and registered by name in a [`Registry`]. Keys and values cross the shuffle in a
+//! memcomparable encoding, so sorting the encoded bytes groups equal keys in key order.
+//!
+//! ```
+//! use sluice_udf::{Emitter, JobDef, Mapper, Reducer, Registry, SumCombiner};
+//!
+//! struct Lengths;
+//! impl Mapper for Lengths {
+//!     type Key = u64;
+//!     type Value = i64;
+//!     fn map(&self, line: &str, out: &mut Emitter<'_, u64, i64>) {
+//!         out.emit(line.len() as u64, 1);
+//!     }
+//! }
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Row { len: u64, lines: i64 }
+//!
+//! struct CountLines;
+//! impl Reducer for CountLines {
+//!     type Key = u64;
+//!     type Value = i64;
+//!     type Out = Row;
+//!     fn reduce(&self, len: u64, values: &mut dyn Iterator<Item = i64>, out: &mut Vec<Row>) {
+//!         out.push(Row { len, lines: values.sum() });
+//!     }
+//! }
+//!
+//! let mut registry = Registry::new();
+//! registry.register(JobDef::new("line-lengths", Lengths, CountLines).with_combiner(SumCombiner));
+//! let job = registry.get("line-lengths").unwrap();
+//! let out = job.run_map("ab\ncd\nxyz\n", 2).unwrap();
+//! assert_eq!(out.records_out, 2); // combined: (2, 2) and (3, 1)
+//! ```
+
+mod api;
+mod emit;
+mod error;
+mod job;
+mod registry;
+pub mod text;
+pub mod wordcount;
+
+pub use api::{Combiner, Mapper, Reducer, SumCombiner};
+pub use emit::Emitter;
+pub use error::UdfError;
+pub use job::{shuffle_schema, Job, JobDef, MapOutput, ReduceCounts};
+pub use registry::Registry;
