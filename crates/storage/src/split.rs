@@ -13,14 +13,23 @@ use crate::{InputFile, StorageError};
 /// Bytes read at a time when a split's last line runs past its end.
 const EXTEND_CHUNK: usize = 64 * 1024;
 
-/// Cuts every file into `[start, end)` ranges of at most `split_size` bytes; empty files get none.
+/// A file's last split may be this much larger than the split size rather than leave a tiny
+/// tail split (Hadoop's SPLIT_SLOP).
+const SPLIT_SLOP: f64 = 1.1;
+
+/// Cuts every file into `[start, end)` ranges of about `split_size` bytes; empty files get none.
 pub fn plan_splits(files: &[InputFile], split_size: u64) -> Vec<Split> {
     let size = split_size.max(1);
     let mut splits = Vec::new();
     for f in files {
         let mut start = 0;
         while start < f.len {
-            let end = (start + size).min(f.len);
+            let rest = f.len - start;
+            let end = if rest as f64 <= size as f64 * SPLIT_SLOP {
+                f.len
+            } else {
+                start + size
+            };
             splits.push(Split {
                 path: f.path.clone(),
                 start,
@@ -159,6 +168,14 @@ mod tests {
             let got: String = lines_of(ps, content.len() as u64, size).concat();
             assert_eq!(got, content, "split size {size}");
         }
+    }
+
+    #[test]
+    fn a_small_tail_joins_the_last_split() {
+        let f = |len| [InputFile { path: "f".into(), len }];
+        assert_eq!(plan_splits(&f(105), 100).len(), 1);
+        assert_eq!(plan_splits(&f(111), 100).len(), 2);
+        assert_eq!(plan_splits(&f(300), 100).len(), 3);
     }
 
     #[test]

@@ -1,1 +1,607 @@
 //! Test helpers for Sluice: process clusters on loopback, corpora and reference results.
+//!
+//! Nothing here links the engine: results are computed independently of it (word counts with
+//! `str::split_whitespace`) and the engine is driven only through its `sluice` binary, whose
+//! path the caller passes in (from `env!("CARGO_BIN_EXE_sluice")`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a single `sluice` command may run before [`sluice`] kills it and panics.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long a daemon may take to print its first line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the helpers that start processes.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// An I/O error, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A daemon did not come up as expected; the message holds its log.
+    #[error("{0}")]
+    Startup(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestkitError {
+    let what = what.into();
+    move |source| TestkitError::Io { what, source }
+}
+
+/// Word counts: word to number of occurrences.
+pub type Counts = HashMap<String, u64>;
+
+/// Adds every `str::split_whitespace` token of `text` to `counts`.
+pub fn count_text(text: &str, counts: &mut Counts) {
+    for tok in text.split_whitespace() {
+        match counts.get_mut(tok) {
+            Some(c) => *c += 1,
+            None => {
+                counts.insert(tok.to_string(), 1);
+            }
+        }
+    }
+}
+
+/// An independent word count: `str::split_whitespace` over each whole file read as UTF-8.
+pub fn reference_counts<P: AsRef<Path>>(paths: &[P]) -> Counts {
+    let mut counts = Counts::new();
+    for p in paths {
+        let p = p.as_ref();
+        let text = std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("reading reference input {}: {e}", p.display()));
+        count_text(&text, &mut counts);
+    }
+    counts
+}
+
+/// The sum of all counts, i.e. the number of tokens.
+pub fn total(counts: &Counts) -> u64 {
+    counts.values().sum()
+}
+
+/// Reads every `part-*.tsv` file of an output directory; panics on a malformed line or on a
+/// word that occurs twice (in one file or across files).
+pub fn read_tsv_counts(output_dir: impl AsRef<Path>) -> Counts {
+    let dir = output_dir.as_ref();
+    let mut counts = Counts::new();
+    let mut seen_in: HashMap<String, PathBuf> = HashMap::new();
+    for path in part_files(dir, "tsv") {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        if !text.is_empty() {
+            assert!(
+                text.ends_with('\n'),
+                "{} does not end with a newline",
+                path.display()
+            );
+        }
+        for (i, line) in text.split_terminator('\n').enumerate() {
+            let (word, count) = line
+                .rsplit_once('\t')
+                .unwrap_or_else(|| panic!("{} line {}: no tab in {line:?}", path.display(), i + 1));
+            let count: u64 = count.parse().unwrap_or_else(|e| {
+                panic!(
+                    "{} line {}: count {count:?} is not a number: {e}",
+                    path.display(),
+                    i + 1
+                )
+            });
+            if let Some(first) = seen_in.insert(word.to_string(), path.clone()) {
+                panic!(
+                    "word {word:?} appears twice: in {} and in {} (line {})",
+                    first.display(),
+                    path.display(),
+                    i + 1
+                );
+            }
+            counts.insert(word.to_string(), count);
+        }
+    }
+    counts
+}
+
+/// The files named `part-*.EXT` in `dir`, sorted.
+pub fn part_files(dir: impl AsRef<Path>, ext: &str) -> Vec<PathBuf> {
+    let dir = dir.as_ref();
+    let suffix = format!(".{ext}");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing output {}: {e}", dir.display()))
+        .map(|e| e.expect("reading output directory entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-") && n.ends_with(&suffix))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Parses the JSON manifest held by `OUTPUT/_SUCCESS`.
+pub fn read_manifest(output_dir: impl AsRef<Path>) -> serde_json::Value {
+    let p = output_dir.as_ref().join("_SUCCESS");
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
+}
+
+/// Up to `max` human-readable differences between two count maps (empty when equal).
+pub fn count_diff(got: &Counts, want: &Counts, max: usize) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut words: Vec<&String> = want.keys().chain(got.keys()).collect();
+    words.sort();
+    words.dedup();
+    for w in words {
+        let (g, e) = (got.get(w), want.get(w));
+        if g != e {
+            diffs.push(format!("{w:?}: got {g:?}, want {e:?}"));
+            if diffs.len() >= max {
+                break;
+            }
+        }
+    }
+    diffs
+}
+
+/// Panics with the first differences (and the totals) unless `got == want`.
+#[track_caller]
+pub fn assert_counts_eq(got: &Counts, want: &Counts, context: &str) {
+    if got != want {
+        let diffs = count_diff(got, want, 20);
+        panic!(
+            "{context}: counts differ: {} vs {} distinct words, {} vs {} tokens (got vs want); first differences:\n  {}",
+            got.len(),
+            want.len(),
+            total(got),
+            total(want),
+            diffs.join("\n  ")
+        );
+    }
+}
+
+/// Input files under `dir` as the engine lists them: recursive, sorted, skipping names that
+/// start with `_` or `.`.
+pub fn list_input_files(dir: impl AsRef<Path>) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+            .map(|e| e.expect("reading directory entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('_') || n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir.as_ref(), &mut out);
+    out
+}
+
+/// A snapshot of a directory tree: relative path to file contents (`None` for directories).
+pub fn snapshot_dir(dir: impl AsRef<Path>) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        {
+            let p = e.expect("reading directory entry").path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("entry under root")
+                .to_path_buf();
+            if p.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                let bytes =
+                    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+                out.insert(rel, Some(bytes));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir.as_ref(), dir.as_ref(), &mut out);
+    out
+}
+
+/// What a finished `sluice` command printed, and how it exited.
+#[derive(Debug)]
+pub struct CmdOutput {
+    /// The command line, for messages.
+    pub cmdline: String,
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics, showing the output, unless the command succeeded.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.success(),
+            "`{}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.cmdline,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The non-empty lines of standard error.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
+fn cmdline(bin: &Path, args: &[&OsStr]) -> String {
+    let mut s = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for a in args {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Runs the `sluice` binary at `bin` with `args`, capturing its output; kills it and panics
+/// after [`COMMAND_TIMEOUT`].
+pub fn sluice<S: AsRef<OsStr>>(bin: impl AsRef<Path>, args: &[S]) -> CmdOutput {
+    sluice_with_timeout(bin, args, COMMAND_TIMEOUT)
+}
+
+/// As [`sluice`], with an explicit time limit.
+pub fn sluice_with_timeout<S: AsRef<OsStr>>(
+    bin: impl AsRef<Path>,
+    args: &[S],
+    timeout: Duration,
+) -> CmdOutput {
+    let bin = bin.as_ref();
+    let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+    let line = cmdline(bin, &args);
+    let mut child = Command::new(bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting `{line}` ({}): {e}", bin.display()));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+                panic!("`{line}` did not finish within {timeout:?}; stderr:\n{stderr}");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for `{line}`: {e}"),
+        }
+    };
+    CmdOutput {
+        cmdline: line,
+        status,
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+    }
+}
+
+/// Writes a deterministic corpus with `sluice generate-text` and returns its files, sorted.
+pub fn generate_text(
+    bin: impl AsRef<Path>,
+    dir: impl AsRef<Path>,
+    size: &str,
+    files: u32,
+    seed: u64,
+) -> Vec<PathBuf> {
+    let dir = dir.as_ref();
+    let files_s = files.to_string();
+    let seed_s = seed.to_string();
+    let args: [&OsStr; 8] = [
+        "generate-text".as_ref(),
+        dir.as_os_str(),
+        "--size".as_ref(),
+        size.as_ref(),
+        "--files".as_ref(),
+        files_s.as_ref(),
+        "--seed".as_ref(),
+        seed_s.as_ref(),
+    ];
+    sluice(bin, &args).assert_success();
+    list_input_files(dir)
+}
+
+/// One daemon: the child process, its log file and the first line it printed.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin args`, stderr to `log`, and waits for the first stdout line.
+    fn start(bin: &Path, args: &[&OsStr], log: PathBuf) -> Result<(Daemon, String), TestkitError> {
+        let line = cmdline(bin, args);
+        let log_file = File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .map_err(io_err(format!("starting `{line}`")))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Sends the first line, then keeps draining so that the daemon never blocks on stdout.
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut first = String::new();
+            let res = r.read_line(&mut first).map(|_| first);
+            let _ = tx.send(res);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let mut d = Daemon { child, log };
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(first)) if !first.is_empty() => Ok((d, first.trim_end().to_string())),
+            other => {
+                let why = match other {
+                    Ok(Ok(_)) => "it exited without printing a line".to_string(),
+                    Ok(Err(e)) => format!("reading its stdout failed: {e}"),
+                    Err(_) => format!("it printed nothing within {STARTUP_TIMEOUT:?}"),
+                };
+                d.stop();
+                Err(TestkitError::Startup(format!(
+                    "`{line}` did not start: {why}; log:\n{}",
+                    d.log_text()
+                )))
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator and executors, each a separate `sluice` process on 127.0.0.1; dropping it
+/// kills and reaps every process and removes their directories.
+pub struct Cluster {
+    bin: PathBuf,
+    url: String,
+    executor_ids: Vec<String>,
+    // Executors first: they are stopped before the coordinator.
+    executors: Vec<Daemon>,
+    coordinator: Option<Daemon>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a coordinator on port 0, then `executors` executors with `slots` slots each,
+    /// returning once every one has registered.
+    pub fn start(
+        bin: impl AsRef<Path>,
+        executors: usize,
+        slots: u32,
+    ) -> Result<Cluster, TestkitError> {
+        let bin = bin.as_ref().to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-cluster-")
+            .tempdir()
+            .map_err(io_err("creating cluster directory"))?;
+        let state = dir.path().join("coordinator-state");
+        let (coord, first) = Daemon::start(
+            &bin,
+            &[
+                "coordinator".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--state-dir".as_ref(),
+                state.as_os_str(),
+            ],
+            dir.path().join("coordinator.log"),
+        )?;
+        let mut cluster = Cluster {
+            bin,
+            url: String::new(),
+            executor_ids: Vec::new(),
+            executors: Vec::new(),
+            coordinator: Some(coord),
+            dir,
+        };
+        let addr = first
+            .strip_prefix("coordinator listening on ")
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                TestkitError::Startup(format!(
+                    "unexpected first line from the coordinator: {first:?}"
+                ))
+            })?;
+        cluster.url = format!("http://{addr}");
+        let slots = slots.to_string();
+        for i in 0..executors {
+            let work = cluster.dir.path().join(format!("executor-{i}"));
+            let (d, first) = Daemon::start(
+                &cluster.bin,
+                &[
+                    "executor".as_ref(),
+                    "--coordinator".as_ref(),
+                    cluster.url.as_ref(),
+                    "--work-dir".as_ref(),
+                    work.as_os_str(),
+                    "--slots".as_ref(),
+                    slots.as_ref(),
+                    "--listen".as_ref(),
+                    "127.0.0.1:0".as_ref(),
+                ],
+                cluster.dir.path().join(format!("executor-{i}.log")),
+            )?;
+            cluster.executors.push(d);
+            let id = first
+                .strip_prefix("executor ")
+                .and_then(|r| r.split_once(" registered with "))
+                .map(|(id, _)| id.to_string())
+                .ok_or_else(|| {
+                    TestkitError::Startup(format!(
+                        "unexpected first line from executor {i}: {first:?}"
+                    ))
+                })?;
+            cluster.executor_ids.push(id);
+        }
+        Ok(cluster)
+    }
+
+    /// The coordinator URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The ids the executors were registered under, in start order.
+    pub fn executor_ids(&self) -> &[String] {
+        &self.executor_ids
+    }
+
+    /// The cluster's scratch directory (state, work dirs and logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The logs of the coordinator and the executors, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for (name, d) in self
+            .coordinator
+            .iter()
+            .map(|d| ("coordinator".to_string(), d))
+            .chain(
+                self.executors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("executor-{i}"), d)),
+            )
+        {
+            s.push_str(&format!("--- {name} ---\n{}", d.log_text()));
+        }
+        s
+    }
+
+    /// The OS process ids of the coordinator and the executors.
+    pub fn pids(&self) -> Vec<u32> {
+        self.coordinator
+            .iter()
+            .chain(self.executors.iter())
+            .map(|d| d.child.id())
+            .collect()
+    }
+
+    /// True while every daemon process is still running.
+    pub fn all_running(&mut self) -> bool {
+        self.coordinator
+            .iter_mut()
+            .chain(self.executors.iter_mut())
+            .all(|d| matches!(d.child.try_wait(), Ok(None)))
+    }
+
+    /// Kills executor `i` (SIGKILL, as a crash) and reaps it.
+    pub fn kill_executor(&mut self, i: usize) {
+        self.executors[i].stop();
+    }
+
+    /// `sluice status JOB --json`, parsed.
+    pub fn status(&self, job_id: &str) -> serde_json::Value {
+        let r = self.sluice(&["status", job_id, "--coordinator", &self.url, "--json"]);
+        r.assert_success();
+        serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("status of {job_id} is not JSON ({e}): {}", r.stdout))
+    }
+
+    /// Polls the status of `job_id` until it is final (succeeded, failed or cancelled); panics,
+    /// with the daemons' logs, after `timeout`.
+    pub fn wait_for_job(&self, job_id: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status(job_id);
+            if matches!(
+                st["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "job {job_id} not final after {timeout:?}: {st}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the `sluice` binary with `args` (add `--coordinator` yourself: see [`Cluster::url`]).
+    pub fn sluice<S: AsRef<OsStr>>(&self, args: &[S]) -> CmdOutput {
+        sluice(&self.bin, args)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in &mut self.executors {
+            d.stop();
+        }
+        if let Some(c) = &mut self.coordinator {
+            c.stop();
+        }
+    }
+}

@@ -50,18 +50,18 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
     #[inline]
     pub fn emit_ref<Q>(&mut self, key: &Q, value: V)
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
+        Q: Hash + Eq + ?Sized,
     {
         self.emitted += 1;
         match self.combiner {
             Some(c) => match self.table.get_mut(key) {
                 Some(acc) => c.combine(acc, value),
                 None => {
-                    self.table.insert(key.to_owned(), value);
+                    self.table.insert(K::from(key), value);
                 }
             },
-            None => self.list.push((key.to_owned(), value)),
+            None => self.list.push((K::from(key), value)),
         }
     }
 

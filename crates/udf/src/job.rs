@@ -130,8 +130,20 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
     let schema = shuffle_schema();
     parts
         .into_iter()
-        .map(|mut recs| {
-            recs.sort_unstable_by(|a, b| arena[a.0..a.1].cmp(&arena[b.0..b.1]));
+        .map(|recs| {
+            // Most comparisons end in the first 8 key bytes, kept inline to spare the arena.
+            let mut keyed: Vec<(u64, usize)> = recs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (prefix(&arena[r.0..r.1]), i))
+                .collect();
+            keyed.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0).then_with(|| {
+                    let (x, y) = (&recs[a.1], &recs[b.1]);
+                    arena[x.0..x.1].cmp(&arena[y.0..y.1])
+                })
+            });
+            let recs: Vec<(usize, usize, usize)> = keyed.iter().map(|&(_, i)| recs[i]).collect();
             let key_bytes: usize = recs.iter().map(|r| r.1 - r.0).sum();
             let val_bytes: usize = recs.iter().map(|r| r.2 - r.1).sum();
             let mut keys = BinaryBuilder::with_capacity(recs.len(), key_bytes);
@@ -144,6 +156,14 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
             Ok(RecordBatch::try_new(schema.clone(), cols)?)
         })
         .collect()
+}
+
+/// The first 8 bytes as a big-endian number, zero-padded: orders like the bytes themselves.
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl<M, R> Job for JobDef<M, R>

@@ -41,6 +41,7 @@ mod emit;
 mod error;
 mod job;
 mod registry;
+mod small;
 pub mod text;
 pub mod wordcount;
 
@@ -49,3 +50,4 @@ pub use emit::Emitter;
 pub use error::UdfError;
 pub use job::{shuffle_schema, Job, JobDef, MapOutput, ReduceCounts};
 pub use registry::Registry;
+pub use small::SmallString;

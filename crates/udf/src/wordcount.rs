@@ -3,22 +3,24 @@
 use serde::{Deserialize, Serialize};
 
 use crate::text::for_each_token;
-use crate::{Emitter, JobDef, Mapper, Reducer, SumCombiner};
+use crate::{Emitter, JobDef, Mapper, Reducer, SmallString, SumCombiner};
 
 /// Emits `(token, 1)` for every whitespace-separated token, bytes kept as they are.
+///
+/// Keys are [`SmallString`]s, so the combiner's lookups stay inside its table.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WordCountMapper;
 
 impl Mapper for WordCountMapper {
-    type Key = String;
+    type Key = SmallString;
     type Value = i64;
 
-    fn map(&self, line: &str, out: &mut Emitter<'_, String, i64>) {
+    fn map(&self, line: &str, out: &mut Emitter<'_, SmallString, i64>) {
         for_each_token(line, |t| out.emit_ref(t, 1));
     }
 
     // Newlines are white space too, so a chunk of lines tokenizes as one text.
-    fn map_lines(&self, text: &str, out: &mut Emitter<'_, String, i64>) {
+    fn map_lines(&self, text: &str, out: &mut Emitter<'_, SmallString, i64>) {
         self.map(text, out);
     }
 }
@@ -37,18 +39,18 @@ pub struct WordCountRow {
 pub struct WordCountReducer;
 
 impl Reducer for WordCountReducer {
-    type Key = String;
+    type Key = SmallString;
     type Value = i64;
     type Out = WordCountRow;
 
     fn reduce(
         &self,
-        word: String,
+        word: SmallString,
         values: &mut dyn Iterator<Item = i64>,
         out: &mut Vec<WordCountRow>,
     ) {
         out.push(WordCountRow {
-            word,
+            word: word.into_string(),
             count: values.sum(),
         });
     }

@@ -1,0 +1,167 @@
+//! The crate graph of DESIGN.md, enforced: a crate may depend only on the workspace crates it
+//! is allowed to, coordinator and executor never meet except over gRPC, `core` and `udf`
+//! link no tokio or tonic, and arrow and object_store are each built in one version.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
+    BTreeMap::from([
+        ("sluice-core", vec![]),
+        ("sluice-rpc", vec!["sluice-core"]),
+        ("sluice-udf", vec!["sluice-core"]),
+        ("sluice-storage", vec!["sluice-core"]),
+        ("sluice-shuffle", vec!["sluice-core", "sluice-rpc", "sluice-storage"]),
+        ("sluice-coordinator", vec!["sluice-core", "sluice-rpc", "sluice-storage"]),
+        (
+            "sluice-executor",
+            vec!["sluice-core", "sluice-rpc", "sluice-storage", "sluice-shuffle", "sluice-udf"],
+        ),
+        (
+            "sluice-cli",
+            vec![
+                "sluice-core",
+                "sluice-rpc",
+                "sluice-storage",
+                "sluice-udf",
+                "sluice-coordinator",
+                "sluice-executor",
+            ],
+        ),
+    ])
+}
+
+struct Graph {
+    names: HashMap<String, (String, String)>, // id -> (name, version)
+    normal: HashMap<String, Vec<String>>,     // id -> ids of normal (non-dev, non-build) deps
+    members: Vec<String>,
+}
+
+fn metadata() -> Graph {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let mut names = HashMap::new();
+    for p in v["packages"].as_array().unwrap() {
+        names.insert(
+            p["id"].as_str().unwrap().to_string(),
+            (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()),
+        );
+    }
+    let mut normal = HashMap::new();
+    for n in v["resolve"]["nodes"].as_array().unwrap() {
+        let deps = n["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null())
+            })
+            .map(|d| d["pkg"].as_str().unwrap().to_string())
+            .collect();
+        normal.insert(n["id"].as_str().unwrap().to_string(), deps);
+    }
+    let members = v["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    Graph { names, normal, members }
+}
+
+impl Graph {
+    fn name(&self, id: &str) -> &str {
+        &self.names[id].0
+    }
+
+    fn closure(&self, id: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![id.to_string()];
+        while let Some(x) = stack.pop() {
+            for d in &self.normal[&x] {
+                if seen.insert(self.name(d).to_string()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+        seen
+    }
+}
+
+#[test]
+fn workspace_crates_depend_only_as_design_allows() {
+    let g = metadata();
+    let rules = allowed();
+    let mut violations = Vec::new();
+    for m in &g.members {
+        let name = g.name(m);
+        if name == "sluice-testkit" {
+            continue; // dev-only, may use anything
+        }
+        let Some(ok) = rules.get(name) else {
+            violations.push(format!("{name} is not in the allowed graph; add it to DESIGN and this test"));
+            continue;
+        };
+        for d in &g.normal[m] {
+            let dn = g.name(d);
+            if dn.starts_with("sluice-") && !ok.contains(&dn) {
+                violations.push(format!("{name} -> {dn} is not allowed"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn coordinator_and_executor_never_link_each_other() {
+    let g = metadata();
+    for m in &g.members {
+        let (name, all) = (g.name(m), g.closure(m));
+        if name == "sluice-coordinator" {
+            assert!(!all.contains("sluice-executor"), "coordinator links the executor");
+            assert!(!all.contains("sluice-udf"), "coordinator links user code");
+        }
+        if name == "sluice-executor" {
+            assert!(!all.contains("sluice-coordinator"), "executor links the coordinator");
+        }
+    }
+}
+
+#[test]
+fn core_and_udf_link_no_runtime() {
+    let g = metadata();
+    for m in &g.members {
+        let name = g.name(m);
+        if name == "sluice-core" || name == "sluice-udf" {
+            let all = g.closure(m);
+            for banned in ["tokio", "tonic", "object_store", "hyper"] {
+                assert!(!all.contains(banned), "{name} links {banned}");
+            }
+        }
+    }
+}
+
+#[test]
+fn one_version_of_arrow_and_object_store() {
+    let g = metadata();
+    let mut versions: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (name, version) in g.names.values() {
+        if name.starts_with("arrow") || name == "parquet" || name == "object_store" {
+            versions.entry(name).or_default().insert(version);
+        }
+    }
+    let dup: Vec<_> = versions.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(dup.is_empty(), "several versions built: {dup:?}");
+    assert!(versions.contains_key("arrow-array"), "arrow is expected in the graph");
+}
