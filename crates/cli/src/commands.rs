@@ -106,7 +106,8 @@ pub async fn run(
 
 /// Prints the summary (and the top rows) of a finished job; errors if it did not succeed.
 fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), CliError> {
-    progress::print_summary(status);
+    // The error, if any, is the command's final line.
+    progress::print_summary(status, false);
     if status.state != "succeeded" {
         return Err(CliError::JobFailed {
             job_id: status.job_id.clone(),
@@ -115,7 +116,10 @@ fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), Cl
         });
     }
     if top_n > 0 {
-        top::print_top(Path::new(&spec.output), spec.format, top_n)?;
+        // The job succeeded; an output that is not (key, count)-shaped just has no top list.
+        if let Err(e) = top::print_top(Path::new(&spec.output), spec.format, top_n) {
+            eprintln!("note: no top rows to show: {e}");
+        }
     }
     Ok(())
 }
@@ -238,7 +242,7 @@ pub async fn status(job_id: &str, coordinator: &str, json: bool) -> Result<(), C
     if json {
         println!("{}", progress::status_json(&s));
     } else {
-        progress::print_summary(&s);
+        progress::print_summary(&s, true);
     }
     Ok(())
 }

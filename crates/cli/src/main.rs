@@ -204,7 +204,7 @@ fn main() -> ExitCode {
         }
     };
     let daemon = matches!(cli.cmd, Cmd::Coordinator { .. } | Cmd::Executor { .. });
-    init_logs(cli.log.as_deref(), if daemon { "info" } else { "warn" });
+    init_logs(cli.log.as_deref(), if daemon { "info" } else { "error" });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

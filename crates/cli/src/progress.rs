@@ -87,8 +87,8 @@ pub async fn watch(
     })
 }
 
-/// Prints the final counters of a job.
-pub fn print_summary(s: &pb::JobStatus) {
+/// Prints the final counters of a job, and its error when `show_error`.
+pub fn print_summary(s: &pb::JobStatus, show_error: bool) {
     let st = s.stats.unwrap_or_default();
     let spec = s.spec.clone().unwrap_or_default();
     eprintln!(
@@ -96,7 +96,7 @@ pub fn print_summary(s: &pb::JobStatus) {
         s.job_id, spec.job, s.state, s.elapsed_s, s.maps_total, s.reduces_total,
         st.records_in, st.records_out, mib(st.bytes_read), mib(st.shuffle_bytes), mib(st.bytes_out), spec.output
     );
-    if !s.error.is_empty() {
+    if show_error && !s.error.is_empty() {
         eprintln!("  error: {}", s.error);
     }
 }

@@ -11,6 +11,22 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
 
+/// Paths under `dir`, best effort (it may be vanishing while we look).
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{stdout}"))
@@ -200,9 +216,11 @@ fn failed_job_leaves_no_output_and_cluster_keeps_serving() {
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(errors[0].contains(s(&input)), "{}", errors[0]);
     assert!(errors[0].contains("byte offset 80004"), "{}", errors[0]);
+    // Checked at once: `submit --wait` has reported the failure, so the cleanup must be done.
     assert!(
         !out.exists(),
-        "a failed job left its output directory behind"
+        "a failed job left its output directory behind: {:?}",
+        leftovers(&out)
     );
 
     // The same output can take a good job right away.

@@ -202,7 +202,8 @@ fn file_uri_input_and_output() {
     assert_eq!(
         printed_top(&r.stdout),
         expected_top(&want, 2),
-        "{}",
-        r.stdout
+        "stdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
     );
 }

@@ -1,6 +1,6 @@
 //! The coordinator's gRPC services (jobs API for clients, control API for executors).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
-use crate::state::{ExecutorEntry, Job, State};
+use crate::state::{output_key, ExecutorEntry, Job, State};
 use crate::CoordinatorError;
 
 /// Final jobs reported to executors so they can delete shuffle files.
@@ -63,6 +63,7 @@ impl Coordinator {
                     executors: HashMap::new(),
                     scheduler,
                     next_executor: 1,
+                    planning_outputs: HashSet::new(),
                 }),
                 tasks_ready: Notify::new(),
             }),
@@ -86,8 +87,19 @@ impl Coordinator {
         if spec.output.is_empty() {
             return Err(invalid("no output given; pass --output DIR".into()));
         }
+        let key = output_key(&spec.output);
+        {
+            let mut st = self.lock();
+            if let Some(user) = st.output_in_use(&key) {
+                return Err(invalid(format!(
+                    "output '{}' is being written by {user}; wait for it to finish or choose another --output",
+                    spec.output
+                )));
+            }
+            st.planning_outputs.insert(key.clone());
+        }
         let s = spec.clone();
-        let splits = tokio::task::spawn_blocking(move || {
+        let planned = tokio::task::spawn_blocking(move || {
             let files = list_inputs(&s.inputs)?;
             let committer = OutputCommitter::new(&s.output);
             committer.check(s.overwrite)?;
@@ -96,11 +108,19 @@ impl Coordinator {
             Ok::<_, sluice_storage::StorageError>(splits)
         })
         .await
-        .map_err(|e| invalid(format!("planning failed: {e}")))?
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(format!("planning failed: {e}")))
+        .and_then(|r| r.map_err(|e| invalid(e.to_string())));
+        let splits = match planned {
+            Ok(s) => s,
+            Err(e) => {
+                self.lock().planning_outputs.remove(&key);
+                return Err(e);
+            }
+        };
         let id = JobId::generate().0;
         info!(job_id = %id, job = %spec.job, splits = splits.len(), "job submitted");
         let mut st = self.lock();
+        st.planning_outputs.remove(&key);
         st.jobs
             .insert(id.clone(), Job::new(id.clone(), spec, splits));
         st.start_pending();
@@ -184,15 +204,16 @@ impl Coordinator {
         if job.state.is_final() {
             return;
         }
+        // Clean up before the job reads as final, so nobody sees a failed job's leftovers.
+        // Only this job's `_temporary/JOB` goes, so it cannot touch a later job's files.
+        if let Err(e) = OutputCommitter::new(&job.spec.output).abort_job(job_id) {
+            warn!(job_id, error = %e, "cannot remove temporary output");
+        }
         job.finish(state, error.clone());
         warn!(job_id, state = %job.state, error = error.as_deref().unwrap_or(""), "job ended");
-        let committer = OutputCommitter::new(&job.spec.output);
         let record = job.status(true);
         let this = self.clone();
-        tokio::spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || committer.abort_job()).await;
-            this.write_record(record).await;
-        });
+        tokio::spawn(async move { this.write_record(record).await });
     }
 
     /// Keeps a JSON record of every finished job in the state directory.
@@ -232,6 +253,24 @@ impl Coordinator {
                 continue;
             };
             warn!(executor_id = %id, running = e.running.len(), "executor lost");
+            let state = &mut *st;
+            for job in state.jobs.values_mut() {
+                if job.state != JobState::Running
+                    || job.reduce_stage == sluice_core::StageState::Done
+                {
+                    continue;
+                }
+                let lost: Vec<usize> = job
+                    .map_outputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.as_ref().is_some_and(|o| o.executor_id == id))
+                    .map(|(m, _)| m)
+                    .collect();
+                for m in lost {
+                    job.lose_map_output(m, state.scheduler.as_mut());
+                }
+            }
             for (job_id, task, attempt) in e.running {
                 self.requeue_or_fail(
                     &mut st,
@@ -245,6 +284,44 @@ impl Coordinator {
         }
         drop(st);
         self.inner.tasks_ready.notify_waiters();
+    }
+
+    /// A reduce could not fetch some map outputs: recompute them (Spark's FetchFailed) and
+    /// send the reduce back to pending; it runs again once every output exists. This does not
+    /// count against the reduce's attempts, up to a bound that stops a job looping forever.
+    fn fetch_failed(&self, st: &mut State, r: &TaskReport, task: TaskId) {
+        let max = self.inner.cfg.max_task_attempts;
+        let Some(job) = st.jobs.get_mut(&r.job_id) else {
+            return;
+        };
+        if job.state != JobState::Running {
+            return;
+        }
+        let Some(t) = job.task_mut(task) else { return };
+        if t.attempts != r.attempt || t.state != TaskState::Running {
+            return;
+        }
+        t.fetch_failures += 1;
+        t.error = Some(r.error.clone());
+        if t.fetch_failures > 2 * max {
+            let _ = t.state.transition(TaskState::Failed);
+            let msg = format!(
+                "task {task} could not fetch map outputs {} times: {}",
+                t.fetch_failures, r.error
+            );
+            self.fail_job(st, &r.job_id, JobState::Failed, Some(msg));
+            return;
+        }
+        let _ = t.state.transition(TaskState::Pending);
+        warn!(job_id = %r.job_id, %task, maps = ?r.lost_map_outputs, "map outputs lost; recomputing them");
+        for &m in &r.lost_map_outputs {
+            job.lose_map_output(m as usize, st.scheduler.as_mut());
+        }
+        if job.maps_complete() {
+            // Every lost output was recomputed already: run the reduce again now.
+            State::start_reduces(job, st.scheduler.as_mut());
+        }
+        job.bump();
     }
 
     fn requeue_or_fail(
@@ -506,6 +583,12 @@ impl Control for Coordinator {
             e.last_seen = Instant::now();
             e.shuffle_addr.clone()
         });
+        if !r.succeeded && kind == TaskKind::Reduce && !r.lost_map_outputs.is_empty() {
+            self.fetch_failed(&mut st, &r, task);
+            drop(st);
+            self.inner.tasks_ready.notify_waiters();
+            return Ok(Response::new(ReportTaskResponse {}));
+        }
         if !r.succeeded {
             warn!(job_id = %r.job_id, %task, attempt = r.attempt, error = %r.error, "task attempt failed");
             self.requeue_or_fail(&mut st, &r.job_id, task, r.attempt, r.error, r.retryable);
@@ -530,9 +613,7 @@ impl Control for Coordinator {
             return Ok(Response::new(ReportTaskResponse {})); // a stale attempt
         }
         t.error = None;
-        if let Some(s) = &r.stats {
-            job.stats.add(s);
-        }
+        t.stats = r.stats;
         let mut commit = false;
         match kind {
             TaskKind::Map => {
@@ -542,7 +623,7 @@ impl Control for Coordinator {
                     executor_id: r.executor_id.clone(),
                     shuffle_addr: shuffle_addr.unwrap_or_default(),
                 });
-                if job.maps.iter().all(|t| t.state == TaskState::Succeeded) {
+                if job.maps_complete() {
                     State::start_reduces(job, st.scheduler.as_mut());
                 }
             }

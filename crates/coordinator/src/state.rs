@@ -9,6 +9,15 @@ use tokio::sync::watch;
 
 use crate::scheduler::{QueuedTask, Scheduler};
 
+/// An output path as compared between jobs: without `file://` and trailing slashes.
+pub(crate) fn output_key(output: &str) -> String {
+    let p = output.strip_prefix("file://").unwrap_or(output);
+    let p = p.trim_end_matches('/');
+    std::path::absolute(p)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| p.to_string())
+}
+
 /// One task across its attempts.
 #[derive(Debug)]
 pub(crate) struct TaskEntry {
@@ -17,6 +26,10 @@ pub(crate) struct TaskEntry {
     pub executor: Option<String>,
     pub error: Option<String>,
     pub commit_attempt: Option<u32>,
+    /// Counters of the attempt that succeeded.
+    pub stats: Option<pb::Stats>,
+    /// Attempts that failed because map outputs could not be fetched.
+    pub fetch_failures: u32,
 }
 
 impl TaskEntry {
@@ -27,6 +40,8 @@ impl TaskEntry {
             executor: None,
             error: None,
             commit_attempt: None,
+            stats: None,
+            fetch_failures: 0,
         }
     }
 }
@@ -47,7 +62,6 @@ pub(crate) struct Job {
     pub maps: Vec<TaskEntry>,
     pub reduces: Vec<TaskEntry>,
     pub map_outputs: Vec<Option<pb::MapOutputLocation>>,
-    pub stats: pb::Stats,
     pub files: Vec<pb::OutputFile>,
     pub version: watch::Sender<u64>,
 }
@@ -73,7 +87,6 @@ impl Job {
             map_stage: StageState::Waiting,
             reduce_stage: StageState::Waiting,
             reduces: Vec::new(),
-            stats: pb::Stats::default(),
             files: Vec::new(),
             version: watch::channel(0).0,
         }
@@ -96,6 +109,44 @@ impl Job {
             .iter()
             .filter(|t| t.state == TaskState::Succeeded)
             .count() as u32
+    }
+
+    /// Job counters: the sum over the attempts that succeeded (a recomputed map counts once).
+    pub fn stats(&self) -> pb::Stats {
+        let mut total = pb::Stats::default();
+        for t in self.maps.iter().chain(&self.reduces) {
+            if let Some(s) = &t.stats {
+                total.add(s);
+            }
+        }
+        total
+    }
+
+    /// Forgets the output of map `m` (its executor is gone) and queues the map again.
+    pub fn lose_map_output(&mut self, m: usize, scheduler: &mut dyn Scheduler) -> bool {
+        let Some(t) = self.maps.get_mut(m) else {
+            return false;
+        };
+        if t.state.transition(TaskState::Pending).is_err() {
+            return false; // not succeeded: already being recomputed
+        }
+        t.stats = None;
+        self.map_outputs[m] = None;
+        let _ = self.map_stage.transition(StageState::Running);
+        scheduler.enqueue(QueuedTask {
+            job_id: self.id.clone(),
+            task: TaskId {
+                kind: TaskKind::Map,
+                index: m as u32,
+            },
+        });
+        self.bump();
+        true
+    }
+
+    /// True when every map output is available.
+    pub fn maps_complete(&self) -> bool {
+        self.maps.iter().all(|t| t.state == TaskState::Succeeded)
     }
 
     /// Moves to the final state `to`, marking unfinished tasks killed.
@@ -147,7 +198,7 @@ impl Job {
             maps_done: Self::done(&self.maps),
             reduces_total: self.reducers,
             reduces_done: Self::done(&self.reduces),
-            stats: Some(self.stats),
+            stats: Some(self.stats()),
             elapsed_s: end.duration_since(self.submitted).as_secs_f64(),
             submitted_unix_ms: self.submitted_ms,
             tasks,
@@ -171,9 +222,22 @@ pub(crate) struct State {
     pub executors: HashMap<String, ExecutorEntry>,
     pub scheduler: Box<dyn Scheduler>,
     pub next_executor: u64,
+    /// Outputs of jobs being planned (not yet in `jobs`), so two submits cannot share one.
+    pub planning_outputs: HashSet<String>,
 }
 
 impl State {
+    /// The job (or a submit being planned) that writes `output` now, if any.
+    pub fn output_in_use(&self, output: &str) -> Option<String> {
+        if self.planning_outputs.contains(output) {
+            return Some("another job being submitted".to_string());
+        }
+        self.jobs
+            .values()
+            .find(|j| !j.state.is_final() && output_key(&j.spec.output) == output)
+            .map(|j| format!("job {}", j.id))
+    }
+
     pub fn total_slots(&self) -> u32 {
         self.executors.values().map(|e| e.slots).sum()
     }
@@ -214,17 +278,21 @@ impl State {
         }
     }
 
+    /// Called when every map output is available: queues the reduces that wait for them
+    /// (all of them the first time; after a recompute, those sent back to pending).
     pub fn start_reduces(job: &mut Job, scheduler: &mut dyn Scheduler) {
         let _ = job.map_stage.transition(StageState::Done);
         let _ = job.reduce_stage.transition(StageState::Running);
-        for i in 0..job.reducers {
-            scheduler.enqueue(QueuedTask {
-                job_id: job.id.clone(),
-                task: TaskId {
-                    kind: TaskKind::Reduce,
-                    index: i,
-                },
-            });
+        for (i, t) in job.reduces.iter().enumerate() {
+            if t.state == TaskState::Pending {
+                scheduler.enqueue(QueuedTask {
+                    job_id: job.id.clone(),
+                    task: TaskId {
+                        kind: TaskKind::Reduce,
+                        index: i as u32,
+                    },
+                });
+            }
         }
     }
 
@@ -242,7 +310,13 @@ impl State {
         };
         let map_outputs = match q.task.kind {
             TaskKind::Map => Vec::new(),
-            TaskKind::Reduce => job.map_outputs.iter().flatten().cloned().collect(),
+            // A reduce runs only over every map output; it is queued again once lost ones
+            // have been recomputed.
+            TaskKind::Reduce => job
+                .map_outputs
+                .iter()
+                .cloned()
+                .collect::<Option<Vec<_>>>()?,
         };
         let job_id = job.id.clone();
         let t = job.task_mut(q.task)?;

@@ -100,9 +100,10 @@ state_enum!(
 impl StageState {
     fn can_move_to(self, to: StageState) -> bool {
         use StageState::*;
+        // Done -> Running: a lost map output reopens the map stage to compute it again.
         matches!(
             (self, to),
-            (Waiting, Running) | (Running, Done) | (Waiting | Running, Failed)
+            (Waiting, Running) | (Running, Done) | (Done, Running) | (Waiting | Running, Failed)
         )
     }
 }
@@ -126,11 +127,13 @@ state_enum!(
 impl TaskState {
     fn can_move_to(self, to: TaskState) -> bool {
         use TaskState::*;
+        // Succeeded -> Pending: the map output it produced was lost with its executor.
         matches!(
             (self, to),
             (Pending, Running)
                 | (Running, Succeeded)
                 | (Running, Pending)
+                | (Succeeded, Pending)
                 | (Running, Failed)
                 | (Pending | Running, Killed)
         )
@@ -160,6 +163,10 @@ mod tests {
         t.transition(TaskState::Running).unwrap();
         t.transition(TaskState::Succeeded).unwrap();
         assert!(t.transition(TaskState::Running).is_err());
+        assert!(t.transition(TaskState::Killed).is_err());
+        let mut f = TaskState::Running;
+        f.transition(TaskState::Failed).unwrap();
+        assert!(f.transition(TaskState::Pending).is_err());
         assert_eq!(TaskState::parse("killed").unwrap(), TaskState::Killed);
         let mut st = StageState::Waiting;
         assert!(st.transition(StageState::Done).is_err());

@@ -13,11 +13,23 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("sluice-rpc", vec!["sluice-core"]),
         ("sluice-udf", vec!["sluice-core"]),
         ("sluice-storage", vec!["sluice-core"]),
-        ("sluice-shuffle", vec!["sluice-core", "sluice-rpc", "sluice-storage"]),
-        ("sluice-coordinator", vec!["sluice-core", "sluice-rpc", "sluice-storage"]),
+        (
+            "sluice-shuffle",
+            vec!["sluice-core", "sluice-rpc", "sluice-storage"],
+        ),
+        (
+            "sluice-coordinator",
+            vec!["sluice-core", "sluice-rpc", "sluice-storage"],
+        ),
         (
             "sluice-executor",
-            vec!["sluice-core", "sluice-rpc", "sluice-storage", "sluice-shuffle", "sluice-udf"],
+            vec![
+                "sluice-core",
+                "sluice-rpc",
+                "sluice-storage",
+                "sluice-shuffle",
+                "sluice-udf",
+            ],
         ),
         (
             "sluice-cli",
@@ -45,13 +57,20 @@ fn metadata() -> Graph {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     let mut names = HashMap::new();
     for p in v["packages"].as_array().unwrap() {
         names.insert(
             p["id"].as_str().unwrap().to_string(),
-            (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()),
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            ),
         );
     }
     let mut normal = HashMap::new();
@@ -77,7 +96,11 @@ fn metadata() -> Graph {
         .iter()
         .map(|m| m.as_str().unwrap().to_string())
         .collect();
-    Graph { names, normal, members }
+    Graph {
+        names,
+        normal,
+        members,
+    }
 }
 
 impl Graph {
@@ -110,7 +133,9 @@ fn workspace_crates_depend_only_as_design_allows() {
             continue; // dev-only, may use anything
         }
         let Some(ok) = rules.get(name) else {
-            violations.push(format!("{name} is not in the allowed graph; add it to DESIGN and this test"));
+            violations.push(format!(
+                "{name} is not in the allowed graph; add it to DESIGN and this test"
+            ));
             continue;
         };
         for d in &g.normal[m] {
@@ -129,11 +154,17 @@ fn coordinator_and_executor_never_link_each_other() {
     for m in &g.members {
         let (name, all) = (g.name(m), g.closure(m));
         if name == "sluice-coordinator" {
-            assert!(!all.contains("sluice-executor"), "coordinator links the executor");
+            assert!(
+                !all.contains("sluice-executor"),
+                "coordinator links the executor"
+            );
             assert!(!all.contains("sluice-udf"), "coordinator links user code");
         }
         if name == "sluice-executor" {
-            assert!(!all.contains("sluice-coordinator"), "executor links the coordinator");
+            assert!(
+                !all.contains("sluice-coordinator"),
+                "executor links the coordinator"
+            );
         }
     }
 }
@@ -163,5 +194,8 @@ fn one_version_of_arrow_and_object_store() {
     }
     let dup: Vec<_> = versions.iter().filter(|(_, v)| v.len() > 1).collect();
     assert!(dup.is_empty(), "several versions built: {dup:?}");
-    assert!(versions.contains_key("arrow-array"), "arrow is expected in the graph");
+    assert!(
+        versions.contains_key("arrow-array"),
+        "arrow is expected in the graph"
+    );
 }

@@ -57,6 +57,8 @@ impl TaskEnv {
 struct TaskError {
     msg: String,
     retryable: bool,
+    /// Map outputs that could not be fetched (a reduce's fetch failure).
+    lost_maps: Vec<u32>,
 }
 
 impl TaskError {
@@ -64,12 +66,14 @@ impl TaskError {
         TaskError {
             msg: msg.into(),
             retryable: false,
+            lost_maps: Vec::new(),
         }
     }
     fn retry(msg: impl Into<String>) -> Self {
         TaskError {
             msg: msg.into(),
             retryable: true,
+            lost_maps: Vec::new(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl From<StorageError> for TaskError {
         TaskError {
             msg: e.to_string(),
             retryable,
+            lost_maps: Vec::new(),
         }
     }
 }
@@ -156,6 +161,7 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
             warn!(job_id = %a.job_id, %task, attempt = a.attempt, error = %e.msg, "task failed");
             report.error = e.msg;
             report.retryable = e.retryable;
+            report.lost_map_outputs = e.lost_maps;
         }
     }
     let mut control = env.control.clone();
@@ -271,19 +277,43 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
     let partition = a.index;
     let fetches = a.map_outputs.iter().cloned().map(|loc| {
         let (env, job_id) = (env.clone(), a.job_id.clone());
-        async move { fetch_one(&env, &job_id, &loc, partition).await }
+        async move {
+            (
+                loc.map_index,
+                fetch_one(&env, &job_id, &loc, partition).await,
+            )
+        }
     });
-    let segments: Vec<Vec<u8>> = futures::stream::iter(fetches)
+    let fetched: Vec<(u32, Result<Vec<u8>, TaskError>)> = futures::stream::iter(fetches)
         .buffer_unordered(FETCH_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+        .collect()
+        .await;
+    let mut segments = Vec::with_capacity(fetched.len());
+    let mut lost = Vec::new();
+    let mut first_err = None;
+    for (m, r) in fetched {
+        match r {
+            Ok(b) => segments.push(b),
+            Err(e) => {
+                lost.push(m);
+                first_err.get_or_insert(e.msg);
+            }
+        }
+    }
+    if let Some(msg) = first_err {
+        lost.sort_unstable();
+        return Err(TaskError {
+            msg: format!("cannot fetch map outputs {lost:?}: {msg}"),
+            retryable: true,
+            lost_maps: lost,
+        });
+    }
 
     let committer = OutputCommitter::new(&spec.output);
     let attempt_dir = committer.attempt_dir(&a.job_id, &task.to_string(), a.attempt);
     let part: PathBuf = attempt_dir.join(format!("part-r-{:05}.{}", partition, format.extension()));
-    let (rows, bytes) = tokio::task::spawn_blocking(move || {
+    let (c2, dir2) = (committer.clone(), attempt_dir.clone());
+    let written = tokio::task::spawn_blocking(move || {
         let mut batches = Vec::new();
         for s in &segments {
             batches.extend(decode_segment(s).map_err(|e| TaskError::retry(e.to_string()))?);
@@ -301,7 +331,15 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
         Ok::<_, TaskError>(writer.finish()?)
     })
     .await
-    .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))??;
+    .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))
+    .and_then(|r| r);
+    let (rows, bytes) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || c2.abort_task(&dir2)).await;
+            return Err(e);
+        }
+    };
 
     let allowed = env
         .control
@@ -315,7 +353,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
         .map(|r| r.into_inner().allowed)
         .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())))?;
     if !allowed {
-        let _ = tokio::fs::remove_dir_all(&attempt_dir).await;
+        let _ = tokio::task::spawn_blocking(move || committer.abort_task(&attempt_dir)).await;
         return Err(TaskError::fatal(
             "commit denied: another attempt of this task committed, or the job ended",
         ));

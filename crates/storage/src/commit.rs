@@ -104,11 +104,11 @@ impl OutputCommitter {
         Ok(done)
     }
 
-    /// Writes `_SUCCESS` with the manifest (atomically) and removes `_temporary`.
+    /// Writes `_SUCCESS` with the manifest (atomically) and removes the job's temporary files.
     pub fn commit_job(&self, manifest: &Manifest) -> Result<(), StorageError> {
-        let tmp = self.root.join(TEMP_DIR);
+        let tmp = self.root.join(TEMP_DIR).join(&manifest.job_id);
         std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
-        let staged = tmp.join(format!("{SUCCESS_FILE}.{}", manifest.job_id));
+        let staged = tmp.join(SUCCESS_FILE);
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::Manifest {
             path: staged.clone(),
             reason: e.to_string(),
@@ -116,21 +116,45 @@ impl OutputCommitter {
         std::fs::write(&staged, json).map_err(io("writing", &staged))?;
         let fin = self.root.join(SUCCESS_FILE);
         std::fs::rename(&staged, &fin).map_err(io("writing", &fin))?;
-        std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))
+        std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+        self.prune(&self.root.join(TEMP_DIR));
+        Ok(())
     }
 
     /// Removes what a failed or cancelled job left; an output directory left empty goes too.
-    pub fn abort_job(&self) -> Result<(), StorageError> {
-        let tmp = self.root.join(TEMP_DIR);
+    pub fn abort_job(&self, job_id: &str) -> Result<(), StorageError> {
+        let tmp = self.root.join(TEMP_DIR).join(job_id);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
         }
-        if let Ok(mut rd) = std::fs::read_dir(&self.root) {
-            if rd.next().is_none() {
-                std::fs::remove_dir(&self.root).map_err(io("removing", &self.root))?;
-            }
+        self.prune(&self.root.join(TEMP_DIR));
+        Ok(())
+    }
+
+    /// Removes an attempt that may not commit, and the directories it leaves empty.
+    pub fn abort_task(&self, attempt_dir: &Path) -> Result<(), StorageError> {
+        if attempt_dir.exists() {
+            std::fs::remove_dir_all(attempt_dir).map_err(io("removing", attempt_dir))?;
+        }
+        if let Some(job_dir) = attempt_dir.parent() {
+            self.prune(job_dir);
         }
         Ok(())
+    }
+
+    /// Removes `dir` and then its parents up to the output root while they are empty; a
+    /// non-empty directory (another attempt's, a committed output) stops it.
+    fn prune(&self, dir: &Path) {
+        let mut d = Some(dir);
+        while let Some(p) = d {
+            if !p.starts_with(&self.root) || std::fs::remove_dir(p).is_err() {
+                return;
+            }
+            if p == self.root {
+                return;
+            }
+            d = p.parent();
+        }
     }
 
     /// Reads the manifest of a committed output.
@@ -178,7 +202,13 @@ mod tests {
         assert!(e.contains("--overwrite"), "{e}");
         c.setup_job(true).unwrap();
         assert!(!out.join(SUCCESS_FILE).exists());
-        c.abort_job().unwrap();
-        assert!(!out.exists());
+        let a2 = c.attempt_dir("j2", "r-00000", 1);
+        let b2 = c.attempt_dir("j2", "r-00001", 1);
+        std::fs::create_dir_all(&a2).unwrap();
+        std::fs::create_dir_all(&b2).unwrap();
+        c.abort_task(&a2).unwrap();
+        assert!(b2.exists(), "a sibling attempt must survive");
+        c.abort_job("j2").unwrap();
+        assert!(!out.exists(), "an output left empty is removed");
     }
 }

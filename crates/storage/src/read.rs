@@ -28,7 +28,7 @@ pub fn read_key_counts(
     let manifest = committer.read_manifest()?;
     let mut rows = Vec::with_capacity(manifest.rows as usize);
     for f in &manifest.files {
-        let path: PathBuf = output.join(&f.path);
+        let path: PathBuf = committer.root().join(&f.path);
         match format {
             OutputFormat::Tsv => {
                 let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;

@@ -172,7 +172,12 @@ mod tests {
 
     #[test]
     fn a_small_tail_joins_the_last_split() {
-        let f = |len| [InputFile { path: "f".into(), len }];
+        let f = |len| {
+            [InputFile {
+                path: "f".into(),
+                len,
+            }]
+        };
         assert_eq!(plan_splits(&f(105), 100).len(), 1);
         assert_eq!(plan_splits(&f(111), 100).len(), 2);
         assert_eq!(plan_splits(&f(300), 100).len(), 3);
