@@ -13,4 +13,4 @@ pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
 pub use output::OutputWriter;
 pub use read::read_key_counts;
-pub use split::{plan_splits, read_split_text, SplitText};
+pub use split::{plan_splits, read_split, read_split_text, SplitLines, SplitText};

@@ -11,9 +11,9 @@ use crate::Emitter;
 /// Turns input records (text lines) into key/value pairs.
 pub trait Mapper: Send + Sync + 'static {
     /// Shuffle key.
-    type Key: Serialize + DeserializeOwned + Hash + Eq + Send;
+    type Key: Serialize + DeserializeOwned + Hash + Eq + Send + 'static;
     /// Shuffle value.
-    type Value: Serialize + DeserializeOwned + Send;
+    type Value: Serialize + DeserializeOwned + Send + 'static;
 
     /// Maps one line (without its line terminator).
     fn map(&self, line: &str, out: &mut Emitter<'_, Self::Key, Self::Value>);

@@ -1,12 +1,44 @@
 //! Where mappers put their key/value pairs.
 
+use std::any::Any;
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::Combiner;
 
-type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Tables larger than this many entries are not kept for the next task.
+const KEEP_MAX_CAPACITY: usize = 4 << 20;
+
+thread_local! {
+    // One emptied combiner table per thread, reused by the next map task of the same types:
+    // growing a fresh table of a million entries per task costs page faults and rehashing.
+    static SPARE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// Takes this thread's spare table if it has the right types, else makes one.
+pub(crate) fn take_table<K: 'static, V: 'static>(capacity: usize) -> Table<K, V> {
+    let spare = SPARE.with(|s| s.borrow_mut().take());
+    match spare.map(|b| b.downcast::<Table<K, V>>()) {
+        Some(Ok(t)) => *t,
+        Some(Err(other)) => {
+            SPARE.with(|s| *s.borrow_mut() = Some(other));
+            Table::with_capacity_and_hasher(capacity, Default::default())
+        }
+        None => Table::with_capacity_and_hasher(capacity, Default::default()),
+    }
+}
+
+/// Keeps an emptied table for the next task on this thread.
+pub(crate) fn keep_table<K: 'static, V: 'static>(mut t: Table<K, V>) {
+    t.clear();
+    if t.capacity() <= KEEP_MAX_CAPACITY {
+        SPARE.with(|s| *s.borrow_mut() = Some(Box::new(t)));
+    }
+}
 
 /// Collects a map task's output; with a combiner it folds values per key as they arrive, so a
 /// repeated key costs one hash lookup and no allocation.
@@ -63,6 +95,21 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
             },
             None => self.list.push((K::from(key), value)),
         }
+    }
+
+    /// An emitter that combines into `table` (which must be empty).
+    pub(crate) fn with_table(combiner: &'c dyn Combiner<K, V>, table: Table<K, V>) -> Self {
+        Emitter {
+            combiner: Some(combiner),
+            table,
+            list: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Gives back the combining table (emptied by [`Emitter::drain`]).
+    pub(crate) fn into_table(self) -> Table<K, V> {
+        self.table
     }
 
     /// Pairs emitted so far, before combining.

@@ -31,6 +31,8 @@ pub struct MapOutput {
     pub records_emitted: u64,
     /// Rows written to the shuffle (after combining).
     pub records_out: u64,
+    /// Time spent in the mapper, and in encoding, partitioning and sorting.
+    pub timing: (std::time::Duration, std::time::Duration),
 }
 
 /// What a reduce task produced.
@@ -109,53 +111,86 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UdfError> {
     memcomparable::from_slice(bytes).map_err(|e| UdfError::Decode(e.to_string()))
 }
 
+/// One encoded pair: its partition, the first key bytes as a number, and arena offsets.
+#[derive(Clone, Copy)]
+struct Rec {
+    partition: u32,
+    prefix: u64,
+    key: (u32, u32),
+    value_end: u32,
+}
+
 /// Encodes pairs, hashes keys to partitions and sorts each partition by key bytes.
+///
+/// One exactly sized record vector and one sort (by partition, then key) keep the number of
+/// allocations per task constant: growing per-partition vectors cost more in page faults than
+/// the sort itself.
 pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
     pairs: impl Iterator<Item = (K, V)>,
     partitions: u32,
     size_hint: usize,
 ) -> Result<Vec<RecordBatch>, UdfError> {
-    let n = partitions.max(1) as usize;
-    let mut arena: Vec<u8> = Vec::with_capacity(size_hint * 24);
-    // (key start, key end = value start, value end) into the arena
-    let mut parts: Vec<Vec<(usize, usize, usize)>> = vec![Vec::with_capacity(size_hint / n + 1); n];
+    let n = partitions.max(1);
+    let mut arena: Vec<u8> = Vec::with_capacity(size_hint * 32);
+    let mut recs: Vec<Rec> = Vec::with_capacity(size_hint);
     for (k, v) in pairs {
         let ks = arena.len();
         encode_into(&k, &mut arena)?;
         let ke = arena.len();
         encode_into(&v, &mut arena)?;
-        let p = (xxhash_rust::xxh3::xxh3_64(&arena[ks..ke]) % n as u64) as usize;
-        parts[p].push((ks, ke, arena.len()));
+        let key = &arena[ks..ke];
+        recs.push(Rec {
+            partition: (xxhash_rust::xxh3::xxh3_64(key) % n as u64) as u32,
+            prefix: prefix(key),
+            key: (offset(ks)?, offset(ke)?),
+            value_end: offset(arena.len())?,
+        });
+    }
+    let bytes = |r: &Rec| &arena[r.key.0 as usize..r.key.1 as usize];
+    // Radix-sort on the first 8 key bytes, then a stable pass by partition keeps that order
+    // within each partition; the rare runs of equal prefixes are then ordered by whole keys.
+    radsort::sort_by_key(&mut recs, |r| r.prefix);
+    radsort::sort_by_key(&mut recs, |r| r.partition);
+    let mut i = 0;
+    while i < recs.len() {
+        let (p, x) = (recs[i].partition, recs[i].prefix);
+        let j = i + recs[i..]
+            .iter()
+            .take_while(|r| r.partition == p && r.prefix == x)
+            .count();
+        if j - i > 1 {
+            recs[i..j].sort_unstable_by(|a, b| bytes(a).cmp(bytes(b)));
+        }
+        i = j;
     }
     let schema = shuffle_schema();
-    parts
-        .into_iter()
-        .map(|recs| {
-            // Most comparisons end in the first 8 key bytes, kept inline to spare the arena.
-            let mut keyed: Vec<(u64, usize)> = recs
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (prefix(&arena[r.0..r.1]), i))
-                .collect();
-            keyed.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0).then_with(|| {
-                    let (x, y) = (&recs[a.1], &recs[b.1]);
-                    arena[x.0..x.1].cmp(&arena[y.0..y.1])
-                })
-            });
-            let recs: Vec<(usize, usize, usize)> = keyed.iter().map(|&(_, i)| recs[i]).collect();
-            let key_bytes: usize = recs.iter().map(|r| r.1 - r.0).sum();
-            let val_bytes: usize = recs.iter().map(|r| r.2 - r.1).sum();
-            let mut keys = BinaryBuilder::with_capacity(recs.len(), key_bytes);
-            let mut vals = BinaryBuilder::with_capacity(recs.len(), val_bytes);
-            for &(ks, ke, ve) in &recs {
-                keys.append_value(&arena[ks..ke]);
-                vals.append_value(&arena[ke..ve]);
-            }
-            let cols: Vec<ArrayRef> = vec![Arc::new(keys.finish()), Arc::new(vals.finish())];
-            Ok(RecordBatch::try_new(schema.clone(), cols)?)
-        })
-        .collect()
+    let mut batches = Vec::with_capacity(n as usize);
+    let mut rest = recs.as_slice();
+    for p in 0..n {
+        let len = rest.iter().take_while(|r| r.partition == p).count();
+        let (part, tail) = rest.split_at(len);
+        rest = tail;
+        let key_bytes: usize = part.iter().map(|r| (r.key.1 - r.key.0) as usize).sum();
+        let val_bytes: usize = part.iter().map(|r| (r.value_end - r.key.1) as usize).sum();
+        let mut keys = BinaryBuilder::with_capacity(part.len(), key_bytes);
+        let mut vals = BinaryBuilder::with_capacity(part.len(), val_bytes);
+        for r in part {
+            keys.append_value(bytes(r));
+            vals.append_value(&arena[r.key.1 as usize..r.value_end as usize]);
+        }
+        let cols: Vec<ArrayRef> = vec![Arc::new(keys.finish()), Arc::new(vals.finish())];
+        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    Ok(batches)
+}
+
+/// An arena offset as u32: a map task's encoded output stays far below 4 GiB.
+fn offset(n: usize) -> Result<u32, UdfError> {
+    u32::try_from(n).map_err(|_| {
+        UdfError::Encode(
+            "a map task produced more than 4 GiB of encoded pairs; use smaller splits".into(),
+        )
+    })
 }
 
 /// The first 8 bytes as a big-endian number, zero-padded: orders like the bytes themselves.
@@ -182,15 +217,23 @@ where
     fn run_map(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError> {
         // A guess at distinct keys that saves most rehashing for text-like input.
         let capacity = (text.len() / 128).clamp(1024, 1 << 20);
-        let mut out = Emitter::new(self.combiner.as_deref(), capacity);
+        let mut out = match self.combiner.as_deref() {
+            Some(c) => Emitter::with_table(c, crate::emit::take_table(capacity)),
+            None => Emitter::new(None, 0),
+        };
+        let t0 = std::time::Instant::now();
         self.mapper.map_lines(text, &mut out);
+        let t1 = std::time::Instant::now();
         let emitted = out.emitted();
         let held = out.len();
         let partitions = partition_sorted(out.drain(), partitions, held)?;
+        crate::emit::keep_table(out.into_table());
+        let t2 = std::time::Instant::now();
         Ok(MapOutput {
             partitions,
             records_emitted: emitted,
             records_out: held as u64,
+            timing: (t1 - t0, t2 - t1),
         })
     }
 
