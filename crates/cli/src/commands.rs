@@ -124,20 +124,39 @@ fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), Cl
     Ok(())
 }
 
-pub async fn coordinator(listen: &str, state_dir: &str) -> Result<(), CliError> {
-    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir.into()))?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| CliError::Io {
-            op: "cannot listen on",
-            path: listen.to_string(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| CliError::Io {
-        op: "cannot read address of",
+/// Submits a spec; returns the job id.
+pub(crate) async fn submit_spec(
+    client: &mut sluice_rpc::JobsClient<tonic::transport::Channel>,
+    spec: &JobSpec,
+) -> Result<String, CliError> {
+    Ok(client
+        .submit(SubmitJobRequest {
+            spec: Some(spec.into()),
+        })
+        .await?
+        .into_inner()
+        .job_id)
+}
+
+/// Binds a listener; returns it with the address it got (port 0 picks one).
+pub(crate) async fn bind(listen: &str) -> Result<(TcpListener, std::net::SocketAddr), CliError> {
+    let io = |op, source| CliError::Io {
+        op,
         path: listen.to_string(),
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| io("cannot listen on", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io("cannot read address of", e))?;
+    Ok((listener, addr))
+}
+
+pub async fn coordinator(listen: &str, state_dir: &str) -> Result<(), CliError> {
+    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir.into()))?;
+    let (listener, addr) = bind(listen).await?;
     println!("coordinator listening on {addr}");
     sluice_coordinator::serve(coord, listener, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -173,13 +192,7 @@ pub async fn submit(a: JobArgs, coordinator: &str, wait: bool, json: bool) -> Re
     let output = require_output(&a)?;
     let spec = job_spec(&a, output)?;
     let mut client = sluice_rpc::jobs_client(coordinator).await?;
-    let id = client
-        .submit(SubmitJobRequest {
-            spec: Some((&spec).into()),
-        })
-        .await?
-        .into_inner()
-        .job_id;
+    let id = submit_spec(&mut client, &spec).await?;
     if !wait {
         println!("{id}");
         return Ok(());
@@ -257,28 +270,4 @@ pub async fn cancel(job_id: &str, coordinator: &str) -> Result<(), CliError> {
         .into_inner();
     println!("{job_id}: {}", r.state);
     Ok(())
-}
-
-/// Starts what `run` needs for the embedded cluster.
-pub(crate) async fn start_coordinator(
-    state_dir: PathBuf,
-) -> Result<(String, tokio::sync::oneshot::Sender<()>), CliError> {
-    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir))?;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|source| CliError::Io {
-            op: "cannot listen on",
-            path: "127.0.0.1:0".into(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| CliError::Io {
-        op: "cannot read address of",
-        path: "127.0.0.1:0".into(),
-        source,
-    })?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(sluice_coordinator::serve(coord, listener, async move {
-        let _ = rx.await;
-    }));
-    Ok((format!("http://{addr}"), tx))
 }

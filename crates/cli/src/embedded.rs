@@ -3,10 +3,13 @@
 
 use sluice_core::config::ExecutorConfig;
 use sluice_core::JobSpec;
-use sluice_rpc::pb::{self, SubmitJobRequest};
+use std::path::PathBuf;
+
+use sluice_core::config::CoordinatorConfig;
+use sluice_rpc::pb;
 use sluice_udf::Registry;
 
-use crate::commands::start_coordinator;
+use crate::commands::{bind, submit_spec};
 use crate::error::CliError;
 use crate::progress;
 
@@ -36,13 +39,7 @@ pub async fn run_embedded(
     }
     let result = async {
         let mut client = sluice_rpc::jobs_client(&url).await?;
-        let id = client
-            .submit(SubmitJobRequest {
-                spec: Some((&spec).into()),
-            })
-            .await?
-            .into_inner()
-            .job_id;
+        let id = submit_spec(&mut client, &spec).await?;
         progress::watch(&mut client, &id).await
     }
     .await;
@@ -51,4 +48,17 @@ pub async fn run_embedded(
     }
     let _ = stop.send(());
     result
+}
+
+/// Starts an in-process coordinator on a loopback port; returns its URL and its stop switch.
+async fn start_coordinator(
+    state_dir: PathBuf,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>), CliError> {
+    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir))?;
+    let (listener, addr) = bind("127.0.0.1:0").await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(sluice_coordinator::serve(coord, listener, async move {
+        let _ = rx.await;
+    }));
+    Ok((format!("http://{addr}"), tx))
 }
