@@ -24,11 +24,16 @@ fn cores() -> u32 {
 /// Checks the flags and builds a spec; nothing is written here.
 fn job_spec(a: &JobArgs, output: String) -> Result<JobSpec, CliError> {
     let registry = Registry::builtin();
-    if registry.get(&a.job).is_none() {
+    job_spec_with(a, output, &registry.names())
+}
+
+/// As [`job_spec`], for a job that one of `known` names.
+fn job_spec_with(a: &JobArgs, output: String, known: &[String]) -> Result<JobSpec, CliError> {
+    if !known.contains(&a.job) {
         return Err(CliError::Usage(format!(
             "unknown job '{}'; known jobs: {}",
             a.job,
-            registry.names().join(", ")
+            known.join(", ")
         )));
     }
     let split_size = parse_byte_size(&a.split_size)
@@ -54,6 +59,7 @@ fn job_spec(a: &JobArgs, output: String) -> Result<JobSpec, CliError> {
         reducers: a.reducers,
         overwrite: a.overwrite,
         params,
+        binary: None,
     })
 }
 
@@ -170,13 +176,18 @@ pub async fn executor(
     work_dir: &str,
     slots: Option<u32>,
     listen: &str,
+    worker_memory: Option<&str>,
 ) -> Result<(), CliError> {
     let slots = slots.unwrap_or_else(cores);
     if slots == 0 {
         return Err(CliError::Usage("--slots must be at least 1".into()));
     }
+    let worker_memory = worker_memory
+        .map(|m| parse_byte_size(m).map_err(|e| CliError::Usage(format!("--worker-memory: {e}"))))
+        .transpose()?;
     let mut cfg = ExecutorConfig::new(coordinator.to_string(), work_dir.into(), slots);
     cfg.listen = listen.to_string();
+    cfg.worker_memory_bytes = worker_memory;
     let handle = sluice_executor::start(cfg, Registry::builtin()).await?;
     println!(
         "executor {} registered with {coordinator}; shuffle on {}",
@@ -188,10 +199,68 @@ pub async fn executor(
     Ok(())
 }
 
-pub async fn submit(a: JobArgs, coordinator: &str, wait: bool, json: bool) -> Result<(), CliError> {
+/// Asks a job binary which jobs it holds (`BINARY describe`).
+fn describe_binary(path: &str) -> Result<Vec<String>, CliError> {
+    let out = std::process::Command::new(path)
+        .arg("describe")
+        .output()
+        .map_err(|source| CliError::Io {
+            op: "cannot run job binary",
+            path: path.to_string(),
+            source,
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        CliError::Usage(format!(
+            "'{path} describe' did not print its jobs; is it a Sluice job binary (built with sluice_worker::main)?"
+        ))
+    })?;
+    Ok(v["jobs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Uploads a job binary; returns its SHA-256.
+async fn upload_binary(
+    client: &mut sluice_rpc::JobsClient<tonic::transport::Channel>,
+    path: &str,
+) -> Result<String, CliError> {
+    let data = tokio::fs::read(path).await.map_err(|source| CliError::Io {
+        op: "cannot read job binary",
+        path: path.to_string(),
+        source,
+    })?;
+    let chunks: Vec<pb::BinaryChunk> = data
+        .chunks(1 << 20)
+        .map(|c| pb::BinaryChunk { data: c.to_vec() })
+        .collect();
+    let r = client
+        .upload_binary(tokio_stream::iter(chunks))
+        .await?
+        .into_inner();
+    Ok(r.sha256)
+}
+
+pub async fn submit(
+    a: JobArgs,
+    coordinator: &str,
+    binary: Option<&str>,
+    wait: bool,
+    json: bool,
+) -> Result<(), CliError> {
     let output = require_output(&a)?;
-    let spec = job_spec(&a, output)?;
+    let mut spec = match binary {
+        Some(path) => job_spec_with(&a, output, &describe_binary(path)?)?,
+        None => job_spec(&a, output)?,
+    };
     let mut client = sluice_rpc::jobs_client(coordinator).await?;
+    if let Some(path) = binary {
+        spec.binary = Some(upload_binary(&mut client, path).await?);
+    }
     let id = submit_spec(&mut client, &spec).await?;
     if !wait {
         println!("{id}");

@@ -111,6 +111,9 @@ enum Cmd {
         /// Address of this executor's shuffle service.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Memory (address-space) limit of each job-binary worker process, e.g. 2GiB.
+        #[arg(long)]
+        worker_memory: Option<String>,
     },
     /// Submit a job to a coordinator.
     Submit {
@@ -119,6 +122,9 @@ enum Cmd {
         /// Coordinator URL.
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         coordinator: String,
+        /// A job binary (built with sluice_worker::main) holding the job; it is uploaded.
+        #[arg(long)]
+        binary: Option<String>,
         /// Wait for the job, showing progress; exit non-zero if it fails.
         #[arg(long)]
         wait: bool,
@@ -238,13 +244,24 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             work_dir,
             slots,
             listen,
-        } => commands::executor(&coordinator, &work_dir, slots, &listen).await,
+            worker_memory,
+        } => {
+            commands::executor(
+                &coordinator,
+                &work_dir,
+                slots,
+                &listen,
+                worker_memory.as_deref(),
+            )
+            .await
+        }
         Cmd::Submit {
             job,
             coordinator,
+            binary,
             wait,
             json,
-        } => commands::submit(job, &coordinator, wait, json).await,
+        } => commands::submit(job, &coordinator, binary.as_deref(), wait, json).await,
         Cmd::Jobs { coordinator, json } => commands::jobs(&coordinator, json).await,
         Cmd::Status {
             job_id,

@@ -1,6 +1,7 @@
 //! The Sluice coordinator: accepts jobs, plans splits, hands tasks to executors that ask for
 //! them, tracks job, stage and task state, and commits output exactly once.
 
+mod binaries;
 mod error;
 mod scheduler;
 mod service;

@@ -15,10 +15,11 @@ use sluice_storage::{list_inputs, plan_splits, Manifest, ManifestFile, OutputCom
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::binaries::BinaryStore;
 use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
 use crate::state::{output_key, ExecutorEntry, Job, State};
 use crate::CoordinatorError;
@@ -28,6 +29,7 @@ const FINISHED_JOBS_REPORTED: usize = 64;
 
 struct Inner {
     cfg: CoordinatorConfig,
+    binaries: BinaryStore,
     state: Mutex<State>,
     tasks_ready: Notify,
 }
@@ -57,6 +59,7 @@ impl Coordinator {
         })?;
         Ok(Coordinator {
             inner: Arc::new(Inner {
+                binaries: BinaryStore::new(&cfg.state_dir),
                 cfg,
                 state: Mutex::new(State {
                     jobs: BTreeMap::new(),
@@ -86,6 +89,14 @@ impl Coordinator {
         }
         if spec.output.is_empty() {
             return Err(invalid("no output given; pass --output DIR".into()));
+        }
+        if let Some(sha) = &spec.binary {
+            let present = self.inner.binaries.path(sha).is_some_and(|p| p.exists());
+            if !present {
+                return Err(invalid(format!(
+                    "job binary {sha} was not uploaded to this coordinator; submit with --binary PATH"
+                )));
+            }
         }
         let key = output_key(&spec.output);
         {
@@ -434,6 +445,23 @@ impl Jobs for Coordinator {
         }))
     }
 
+    async fn upload_binary(
+        &self,
+        req: Request<tonic::Streaming<BinaryChunk>>,
+    ) -> Result<Response<UploadBinaryResponse>, Status> {
+        let stream = req
+            .into_inner()
+            .map(|r| r.map(|c| c.data).map_err(|s| s.message().to_string()));
+        let (sha256, bytes) = self
+            .inner
+            .binaries
+            .put(stream)
+            .await
+            .map_err(Status::internal)?;
+        info!(%sha256, bytes, "job binary stored");
+        Ok(Response::new(UploadBinaryResponse { sha256, bytes }))
+    }
+
     type WatchJobStream = StatusStream;
 
     async fn watch_job(
@@ -643,6 +671,44 @@ impl Control for Coordinator {
         }
         self.inner.tasks_ready.notify_waiters();
         Ok(Response::new(ReportTaskResponse {}))
+    }
+
+    type FetchBinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
+
+    async fn fetch_binary(
+        &self,
+        req: Request<FetchBinaryRequest>,
+    ) -> Result<Response<Self::FetchBinaryStream>, Status> {
+        let sha = req.into_inner().sha256;
+        let path = self
+            .inner
+            .binaries
+            .path(&sha)
+            .ok_or_else(|| Status::invalid_argument(format!("'{sha}' is not a SHA-256")))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("job binary {sha}: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            loop {
+                let mut data = vec![0u8; 1 << 20];
+                match file.read(&mut data).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        data.truncate(n);
+                        if tx.send(Ok(BinaryChunk { data })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn can_commit(

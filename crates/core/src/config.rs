@@ -40,6 +40,8 @@ pub struct ExecutorConfig {
     pub listen: String,
     /// Interval between heartbeats.
     pub heartbeat: Duration,
+    /// Address-space limit of each job-binary worker process, if any.
+    pub worker_memory_bytes: Option<u64>,
 }
 
 impl ExecutorConfig {
@@ -52,6 +54,7 @@ impl ExecutorConfig {
             memory_bytes: 1 << 30,
             listen: "127.0.0.1:0".into(),
             heartbeat: Duration::from_secs(1),
+            worker_memory_bytes: None,
         }
     }
 }

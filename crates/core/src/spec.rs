@@ -63,6 +63,8 @@ pub struct JobSpec {
     pub overwrite: bool,
     /// Parameters passed to user code.
     pub params: BTreeMap<String, String>,
+    /// SHA-256 (hex) of the job binary to run; `None` for built-in jobs.
+    pub binary: Option<String>,
 }
 
 /// A byte range `[start, end)` of one input file; it owns every line that starts inside it.

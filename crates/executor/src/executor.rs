@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::task::{run_task, TaskEnv};
+use crate::workers::Workers;
 use crate::ExecutorError;
 
 /// Long-poll wait for tasks.
@@ -29,6 +30,7 @@ pub struct ExecutorHandle {
     shuffle_addr: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Arc<Workers>,
 }
 
 impl ExecutorHandle {
@@ -48,6 +50,7 @@ impl ExecutorHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.workers.stop_all().await;
     }
 
     /// Resolves when the executor is told to stop.
@@ -131,6 +134,12 @@ pub async fn start(
         })
     };
 
+    let workers = Arc::new(Workers::new(
+        &cfg.work_dir,
+        client.clone(),
+        cfg.worker_memory_bytes,
+    ));
+
     let heartbeat = {
         let (mut client, id, cfg, store, mut stop_rx) = (
             client.clone(),
@@ -141,6 +150,7 @@ pub async fn start(
         );
         let shuffle_addr = shuffle_addr.clone();
         let names = registry.names();
+        let workers = workers.clone();
         tokio::spawn(async move {
             let mut cleaned: HashSet<String> = HashSet::new();
             loop {
@@ -167,6 +177,7 @@ pub async fn start(
                         }
                         for job in r.finished_jobs {
                             if cleaned.insert(job.clone()) {
+                                workers.stop(&job).await;
                                 let store = store.clone();
                                 let _ = tokio::task::spawn_blocking(move || store.remove_job(&job))
                                     .await;
@@ -180,7 +191,13 @@ pub async fn start(
     };
 
     let tasks = {
-        let env = Arc::new(TaskEnv::new(id.clone(), store, registry, client.clone()));
+        let env = Arc::new(TaskEnv::new(
+            id.clone(),
+            store,
+            registry,
+            client.clone(),
+            workers.clone(),
+        ));
         let mut stop_rx = stop_rx.clone();
         let slots = Arc::new(Semaphore::new(cfg.slots as usize));
         tokio::spawn(async move {
@@ -231,5 +248,6 @@ pub async fn start(
         shuffle_addr,
         stop,
         tasks: vec![server, heartbeat, tasks],
+        workers,
     })
 }

@@ -5,6 +5,7 @@
 mod error;
 mod executor;
 mod task;
+mod workers;
 
 pub use error::ExecutorError;
 pub use executor::{start, ExecutorHandle};

@@ -1,7 +1,6 @@
 //! Running one task attempt: map or reduce, with user-code panics caught and reported.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -10,12 +9,16 @@ use futures::StreamExt as _;
 use sluice_core::{OutputFormat, Split, TaskId, TaskKind};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
-use sluice_shuffle::{decode_segment, fetch_partition, KWayMerge, ShuffleStore};
-use sluice_storage::{read_split, OutputCommitter, OutputWriter, StorageError};
-use sluice_udf::{Job, Registry, UdfError};
+use sluice_shuffle::{fetch_partition, ShuffleStore};
+use sluice_storage::{OutputCommitter, StorageError};
+use sluice_udf::{Job, Registry};
+use sluice_worker::protocol::{Request, Response};
+use sluice_worker::{MapDone, TaskFailure};
+
+use crate::workers::{WorkerError, Workers};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Concurrent partition fetches per reduce task.
 const FETCH_CONCURRENCY: usize = 8;
@@ -29,6 +32,8 @@ pub(crate) struct TaskEnv {
     registry: Registry,
     control: ControlClient<Channel>,
     shuffle_clients: Mutex<HashMap<String, ShuffleClient<Channel>>>,
+    /// Worker processes of job binaries.
+    pub workers: Arc<Workers>,
     /// Split read buffers kept between map tasks: a fresh 64 MiB buffer per task cost more
     /// in page faults and zeroing than the tokenizing did.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
@@ -40,8 +45,10 @@ impl TaskEnv {
         store: ShuffleStore,
         registry: Registry,
         control: ControlClient<Channel>,
+        workers: Arc<Workers>,
     ) -> Self {
         TaskEnv {
+            workers,
             id,
             store,
             registry,
@@ -107,36 +114,43 @@ impl From<StorageError> for TaskError {
     }
 }
 
-impl From<UdfError> for TaskError {
-    fn from(e: UdfError) -> Self {
-        TaskError::fatal(e.to_string())
+impl From<TaskFailure> for TaskError {
+    fn from(f: TaskFailure) -> Self {
+        TaskError {
+            msg: f.message,
+            retryable: f.retryable,
+            lost_maps: Vec::new(),
+        }
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
+impl From<WorkerError> for TaskError {
+    fn from(e: WorkerError) -> Self {
+        TaskError {
+            msg: e.msg,
+            retryable: e.retryable,
+            lost_maps: Vec::new(),
+        }
     }
 }
 
-/// Runs user code, turning a panic into a failed attempt instead of a dead executor.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        Err(TaskError::fatal(format!(
-            "user code panicked in {what}: {}",
-            panic_message(p)
-        )))
-    })
+impl From<Response> for TaskError {
+    fn from(r: Response) -> Self {
+        match r {
+            Response::Failed { message, retryable } => TaskError {
+                msg: message,
+                retryable,
+                lost_maps: Vec::new(),
+            },
+            other => TaskError::fatal(format!("worker answered {other:?} to a different task")),
+        }
+    }
 }
 
 fn lookup(registry: &Registry, name: &str) -> Result<Arc<dyn Job>, TaskError> {
     registry.get(name).ok_or_else(|| {
         TaskError::fatal(format!(
-            "unknown job '{name}'; this executor runs: {}",
+            "unknown job '{name}'; this executor runs: {} (or submit a job binary with --binary)",
             registry.names().join(", ")
         ))
     })
@@ -203,59 +217,66 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment) -> Outcome {
         .as_ref()
         .map(Into::into)
         .ok_or_else(|| TaskError::fatal("map assignment without a split"))?;
+    let stats = |lines, shuffle_bytes| pb::Stats {
+        bytes_read: split.end - split.start,
+        records_in: lines,
+        records_out: 0,
+        shuffle_bytes,
+        bytes_out: 0,
+    };
+    if !spec.binary_sha256.is_empty() {
+        let what = format!("task m-{:05} (split {split})", a.index);
+        let req = Request::Map {
+            job: spec.job.clone(),
+            job_id: a.job_id.clone(),
+            index: a.index,
+            attempt: a.attempt,
+            split: split.clone(),
+            reducers: a.num_reducers,
+            shuffle_root: env.store.root().to_path_buf(),
+        };
+        return match env
+            .workers
+            .run(&a.job_id, &spec.binary_sha256, req, what)
+            .await?
+        {
+            Response::Map {
+                lines,
+                shuffle_bytes,
+            } => Ok((stats(lines, shuffle_bytes), Vec::new())),
+            other => Err(other.into()),
+        };
+    }
     let job = lookup(&env.registry, &spec.job)?;
-    let (env2, a2) = (env.clone(), a.clone());
-    tokio::task::spawn_blocking(move || {
+    let (env2, a2, split2) = (env.clone(), a.clone(), split.clone());
+    let done = tokio::task::spawn_blocking(move || {
         let mut buf = env2.take_buffer();
-        let result = map_split(&env2, &a2, &job, &split, &mut buf);
+        let r = run_map_in_process(job.as_ref(), &env2.store, &a2, &split2, &mut buf);
         env2.give_buffer(buf);
-        result
+        r
     })
     .await
-    .map_err(|e| TaskError::fatal(format!("map task aborted: {e}")))?
+    .map_err(|e| TaskError::fatal(format!("map task aborted: {e}")))??;
+    Ok((stats(done.lines, done.shuffle_bytes), Vec::new()))
 }
 
-fn map_split(
-    env: &TaskEnv,
+fn run_map_in_process(
+    job: &dyn Job,
+    store: &ShuffleStore,
     a: &TaskAssignment,
-    job: &Arc<dyn Job>,
     split: &Split,
     buf: &mut Vec<u8>,
-) -> Outcome {
-    {
-        let t0 = std::time::Instant::now();
-        let text = read_split(split, buf)?;
-        let t1 = std::time::Instant::now();
-        let out = guarded("map", || Ok(job.run_map(text.text, a.num_reducers)?)).map_err(|e| {
-            TaskError {
-                msg: format!("{} (split {split})", e.msg),
-                ..e
-            }
-        })?;
-        let info = env
-            .store
-            .write(&a.job_id, a.index, a.attempt, &out.partitions)
-            .map_err(|e| TaskError::retry(e.to_string()))?;
-        let t3 = std::time::Instant::now();
-        debug!(
-            job_id = %a.job_id, map = a.index,
-            read_s = (t1 - t0).as_secs_f32(),
-            map_s = (out.timing.0).as_secs_f32(),
-            sort_s = (out.timing.1).as_secs_f32(),
-            write_s = (t3 - t1 - out.timing.0 - out.timing.1).as_secs_f32(),
-            "map phases"
-        );
-        Ok((
-            pb::Stats {
-                bytes_read: split.end - split.start,
-                records_in: text.lines,
-                records_out: 0,
-                shuffle_bytes: info.bytes,
-                bytes_out: 0,
-            },
-            Vec::new(),
-        ))
-    }
+) -> Result<MapDone, TaskError> {
+    Ok(sluice_worker::run_map(
+        job,
+        store,
+        &a.job_id,
+        a.index,
+        a.attempt,
+        split,
+        a.num_reducers,
+        buf,
+    )?)
 }
 
 async fn fetch_one(
@@ -315,7 +336,6 @@ async fn fetch_one(
 
 async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Outcome {
     let spec = a.spec.clone().unwrap_or_default();
-    let job = lookup(&env.registry, &spec.job)?;
     let format = OutputFormat::parse(&spec.format).map_err(|e| TaskError::fatal(e.to_string()))?;
     let partition = a.index;
     let fetches = a.map_outputs.iter().cloned().map(|loc| {
@@ -356,36 +376,18 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
     let attempt_dir = committer.attempt_dir(&a.job_id, &task.to_string(), a.attempt);
     let part: PathBuf = attempt_dir.join(format!("part-r-{:05}.{}", partition, format.extension()));
     let (c2, dir2) = (committer.clone(), attempt_dir.clone());
-    let fetched_at = std::time::Instant::now();
-    let job_id = a.job_id.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let mut batches = Vec::new();
-        for s in &segments {
-            batches.extend(decode_segment(s).map_err(|e| TaskError::retry(e.to_string()))?);
-        }
-        drop(segments);
-        let decoded_at = std::time::Instant::now();
-        let schema = job.output_schema()?;
-        let mut writer = OutputWriter::create(&part, format, schema)?;
-        let mut merged = KWayMerge::new(&batches).map_err(|e| TaskError::fatal(e.to_string()))?;
-        guarded("reduce", || {
-            job.run_reduce(&mut merged, &mut |b| {
-                writer.write(&b).map_err(|e| UdfError::Sink(e.to_string()))
-            })?;
-            Ok(())
-        })?;
-        let out = writer.finish()?;
-        debug!(
-            %job_id, reduce = partition,
-            decode_s = (decoded_at - fetched_at).as_secs_f32(),
-            reduce_write_s = decoded_at.elapsed().as_secs_f32(),
-            "reduce phases"
-        );
-        Ok::<_, TaskError>(out)
-    })
-    .await
-    .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))
-    .and_then(|r| r);
+    let written = if spec.binary_sha256.is_empty() {
+        let job = lookup(&env.registry, &spec.job)?;
+        tokio::task::spawn_blocking(move || {
+            sluice_worker::run_reduce(job.as_ref(), &segments, &part, format)
+                .map_err(TaskError::from)
+        })
+        .await
+        .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))
+        .and_then(|r| r)
+    } else {
+        reduce_in_worker(env, a, &spec, segments, part, format).await
+    };
     let (rows, bytes) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -432,4 +434,57 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
         },
         files,
     ))
+}
+
+/// Hands the fetched segments to the job's worker as files and lets it reduce them.
+async fn reduce_in_worker(
+    env: &Arc<TaskEnv>,
+    a: &TaskAssignment,
+    spec: &pb::JobSpec,
+    segments: Vec<Vec<u8>>,
+    part: PathBuf,
+    format: OutputFormat,
+) -> Result<(u64, u64), TaskError> {
+    let dir = env
+        .store
+        .root()
+        .join(&a.job_id)
+        .join(format!("fetched-r{:05}-{}", a.index, a.attempt));
+    let dir2 = dir.clone();
+    let paths = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir2)?;
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = dir2.join(format!("{i:05}.seg"));
+                std::fs::write(&p, s).map(|_| p)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| TaskError::retry(e.to_string()))?
+    .map_err(|e| {
+        TaskError::retry(format!(
+            "staging shuffle segments in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let req = Request::Reduce {
+        job: spec.job.clone(),
+        partition: a.index,
+        segments: paths,
+        output: part,
+        format,
+    };
+    let what = format!("task r-{:05}", a.index);
+    let res = env
+        .workers
+        .run(&a.job_id, &spec.binary_sha256, req, what)
+        .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    match res? {
+        Response::Reduce { rows, bytes } => Ok((rows, bytes)),
+        other => Err(other.into()),
+    }
 }

@@ -105,6 +105,7 @@ impl From<&JobSpec> for pb::JobSpec {
             reducers: s.reducers.unwrap_or(0),
             overwrite: s.overwrite,
             params: s.params.clone().into_iter().collect(),
+            binary_sha256: s.binary.clone().unwrap_or_default(),
         }
     }
 }
@@ -125,6 +126,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             reducers: (s.reducers > 0).then_some(s.reducers),
             overwrite: s.overwrite,
             params: s.params.clone().into_iter().collect(),
+            binary: (!s.binary_sha256.is_empty()).then(|| s.binary_sha256.clone()),
         })
     }
 }
@@ -177,6 +179,7 @@ mod tests {
             reducers: Some(4),
             overwrite: true,
             params: [("k".to_string(), "v".to_string())].into(),
+            binary: Some("ab12".into()),
         };
         let back = JobSpec::try_from(&pb::JobSpec::from(&spec)).unwrap();
         assert_eq!(back, spec);

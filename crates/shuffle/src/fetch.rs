@@ -1,9 +1,5 @@
 //! Reducer side: fetch a partition from an executor and decode it.
 
-use std::io::Cursor;
-
-use arrow_array::RecordBatch;
-use arrow_ipc::reader::StreamReader;
 use sluice_rpc::pb::FetchPartitionRequest;
 use sluice_rpc::ShuffleClient;
 use tonic::transport::Channel;
@@ -45,13 +41,4 @@ pub async fn fetch_partition(
         out.extend_from_slice(&chunk.data);
     }
     Ok(out)
-}
-
-/// Decodes one partition segment (an Arrow IPC stream) into its batches.
-pub fn decode_segment(bytes: &[u8]) -> Result<Vec<RecordBatch>, ShuffleError> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }

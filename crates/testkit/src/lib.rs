@@ -470,37 +470,47 @@ impl Cluster {
                 ))
             })?;
         cluster.url = format!("http://{addr}");
-        let slots = slots.to_string();
-        for i in 0..executors {
-            let work = cluster.dir.path().join(format!("executor-{i}"));
-            let (d, first) = Daemon::start(
-                &cluster.bin,
-                &[
-                    "executor".as_ref(),
-                    "--coordinator".as_ref(),
-                    cluster.url.as_ref(),
-                    "--work-dir".as_ref(),
-                    work.as_os_str(),
-                    "--slots".as_ref(),
-                    slots.as_ref(),
-                    "--listen".as_ref(),
-                    "127.0.0.1:0".as_ref(),
-                ],
-                cluster.dir.path().join(format!("executor-{i}.log")),
-            )?;
-            cluster.executors.push(d);
-            let id = first
-                .strip_prefix("executor ")
-                .and_then(|r| r.split_once(" registered with "))
-                .map(|(id, _)| id.to_string())
-                .ok_or_else(|| {
-                    TestkitError::Startup(format!(
-                        "unexpected first line from executor {i}: {first:?}"
-                    ))
-                })?;
-            cluster.executor_ids.push(id);
+        for _ in 0..executors {
+            cluster.add_executor(slots, &[])?;
         }
         Ok(cluster)
+    }
+
+    /// Starts one more executor with `slots` slots and `extra` flags (e.g. `--worker-memory`),
+    /// returning once it has registered.
+    pub fn add_executor(&mut self, slots: u32, extra: &[&str]) -> Result<(), TestkitError> {
+        let i = self.executors.len();
+        let work = self.dir.path().join(format!("executor-{i}"));
+        let slots = slots.to_string();
+        let mut args: Vec<&OsStr> = vec![
+            "executor".as_ref(),
+            "--coordinator".as_ref(),
+            self.url.as_ref(),
+            "--work-dir".as_ref(),
+            work.as_os_str(),
+            "--slots".as_ref(),
+            slots.as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| OsStr::new(*a)));
+        let (d, first) = Daemon::start(
+            &self.bin,
+            &args,
+            self.dir.path().join(format!("executor-{i}.log")),
+        )?;
+        self.executors.push(d);
+        let id = first
+            .strip_prefix("executor ")
+            .and_then(|r| r.split_once(" registered with "))
+            .map(|(id, _)| id.to_string())
+            .ok_or_else(|| {
+                TestkitError::Startup(format!(
+                    "unexpected first line from executor {i}: {first:?}"
+                ))
+            })?;
+        self.executor_ids.push(id);
+        Ok(())
     }
 
     /// The coordinator URL, `http://127.0.0.1:PORT`.

@@ -1,0 +1,285 @@
+//! Job binaries: user code built in its own crate, uploaded by SHA-256, fetched by generic
+//! executors (the `sluice` binary, which does not link it) and run in worker processes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sluice_testkit::{assert_counts_eq, generate_text, read_tsv_counts, reference_counts, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// Builds the example job crates once; returns the paths of (wordcount-typed, faulty).
+fn example_binaries() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "sluice-example-wordcount",
+                "-p",
+                "sluice-example-faulty",
+                "--message-format=json-render-diagnostics",
+            ])
+            .current_dir(&root)
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building the example job crates failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut wc = None;
+        let mut faulty = None;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
+            else {
+                continue;
+            };
+            match name {
+                "wordcount-typed" => wc = Some(PathBuf::from(exe)),
+                "faulty" => faulty = Some(PathBuf::from(exe)),
+                _ => {}
+            }
+        }
+        (
+            wc.expect("wordcount-typed executable"),
+            faulty.expect("faulty executable"),
+        )
+    })
+}
+
+/// PIDs of worker processes started from a binary under `dir`.
+fn workers_under(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("--sluice-worker") && cmd.contains(s(dir)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn typed_wordcount_binary_runs_on_generic_executors() {
+    let (wc, _) = example_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let out = tmp.path().join("out");
+    let files = generate_text(BIN, &corpus, "8MiB", 4, 21);
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let r = cluster.sluice(&[
+        "submit",
+        "wordcount-typed",
+        "--binary",
+        s(wc),
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&corpus),
+        "--output",
+        s(&out),
+        "--split-size",
+        "1MiB",
+        "--reducers",
+        "3",
+        "--format",
+        "tsv",
+        "--wait",
+        "--json",
+    ]);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    assert_counts_eq(
+        &read_tsv_counts(&out),
+        &reference_counts(&files),
+        "job binary word count",
+    );
+    let st: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let executors: std::collections::BTreeSet<&str> = st["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["executor_id"].as_str())
+        .collect();
+    assert_eq!(
+        executors.len(),
+        2,
+        "both executors ran the binary's tasks: {st}"
+    );
+    // Workers of a finished job are stopped: none is left once executors hear of the end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workers_under(cluster.dir()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "workers still running after the job: {:?}",
+            workers_under(cluster.dir())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn crashing_workers_fail_their_attempts_not_the_executor() {
+    let (_, faulty) = example_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("small.txt");
+    std::fs::write(&input, "one line\nand another\n").unwrap();
+    let mut cluster = Cluster::start(BIN, 0, 1).expect("coordinator starts");
+    cluster
+        .add_executor(1, &["--worker-memory", "1GiB"])
+        .unwrap();
+    let pids = cluster.pids();
+    for (job, expect) in [
+        ("panic", vec!["deliberate panic", "m-00000", "small.txt"]),
+        ("abort", vec!["SIGABRT", "m-00000", "small.txt"]),
+        ("oom", vec!["SIGABRT", "memory allocation", "m-00000"]),
+    ] {
+        let out = tmp.path().join(format!("out-{job}"));
+        let r = cluster.sluice(&[
+            "submit",
+            job,
+            "--binary",
+            s(faulty),
+            "--coordinator",
+            cluster.url(),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--wait",
+        ]);
+        assert!(!r.success(), "{job}: the job should fail");
+        let last = r
+            .stderr_lines()
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        for want in expect {
+            assert!(
+                last.contains(want),
+                "{job}: error line lacks {want:?}: {last}"
+            );
+        }
+        assert!(!out.exists(), "{job}: a failed job leaves no output");
+        assert!(
+            cluster.all_running(),
+            "{job}: a daemon died\n{}",
+            cluster.logs()
+        );
+        assert_eq!(cluster.pids(), pids, "{job}: the executor was replaced");
+    }
+    // The same executor process still runs jobs, from the binary and built in.
+    let out = tmp.path().join("out-lines");
+    let r = cluster.sluice(&[
+        "submit",
+        "lines",
+        "--binary",
+        s(faulty),
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--format",
+        "tsv",
+        "--wait",
+    ]);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let mut rows: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(rows, vec!["11\t1", "8\t1"]);
+    let out = tmp.path().join("out-wc");
+    let r = cluster.sluice(&[
+        "submit",
+        "wordcount",
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--format",
+        "tsv",
+        "--wait",
+    ]);
+    assert!(r.success(), "{}", r.stderr);
+    assert_eq!(read_tsv_counts(&out).values().sum::<u64>(), 4);
+    assert_eq!(cluster.pids(), pids);
+}
+
+#[test]
+fn binary_whose_hash_does_not_match_is_refused() {
+    let (_, faulty) = example_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("small.txt");
+    std::fs::write(&input, "x\n").unwrap();
+    let out = tmp.path().join("out");
+    // No executor yet: the job waits while we tamper with the stored binary.
+    let mut cluster = Cluster::start(BIN, 0, 1).expect("coordinator starts");
+    let r = cluster.sluice(&[
+        "submit",
+        "lines",
+        "--binary",
+        s(faulty),
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+    ]);
+    r.assert_success();
+    let job_id = r.stdout.trim().to_string();
+    let store = cluster.dir().join("coordinator-state/binaries");
+    let stored: Vec<PathBuf> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&stored[0], bytes).unwrap();
+
+    cluster.add_executor(1, &[]).unwrap();
+    let st = cluster.wait_for_job(&job_id, Duration::from_secs(60));
+    assert_eq!(st["state"], "failed", "{st}");
+    let err = st["error"].as_str().unwrap();
+    assert!(err.contains("refused") && err.contains("sha256"), "{err}");
+    assert!(cluster.all_running(), "{}", cluster.logs());
+    assert!(
+        workers_under(cluster.dir()).is_empty(),
+        "a refused binary must not run"
+    );
+}

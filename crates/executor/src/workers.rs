@@ -1,0 +1,314 @@
+//! Job binaries and their worker processes: one per job on this executor, spawned from the
+//! binary the coordinator holds (fetched once, checked against its SHA-256, cached), talking
+//! over a Unix socket. A worker that dies fails the task it was running, not the executor.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sluice_rpc::pb::FetchBinaryRequest;
+use sluice_rpc::ControlClient;
+use sluice_worker::protocol::{read_msg, write_msg, Request, Response};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+/// Lines of a worker's stderr kept for error reports.
+const STDERR_TAIL: usize = 12;
+/// How long a new worker may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a worker call failed.
+pub(crate) struct WorkerError {
+    pub msg: String,
+    pub retryable: bool,
+}
+
+struct Proc {
+    child: Child,
+    socket: PathBuf,
+    stderr: Arc<std::sync::Mutex<VecDeque<String>>>,
+    // Held open: when the executor dies, the worker sees EOF on stdin and exits.
+    _stdin: ChildStdin,
+}
+
+/// The worker processes of one executor.
+pub(crate) struct Workers {
+    bin_dir: PathBuf,
+    sock_dir: PathBuf,
+    control: ControlClient<Channel>,
+    memory_limit: Option<u64>,
+    procs: Mutex<HashMap<String, Proc>>,
+    fetch_lock: Mutex<()>,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+impl Workers {
+    pub fn new(
+        work_dir: &Path,
+        control: ControlClient<Channel>,
+        memory_limit: Option<u64>,
+    ) -> Self {
+        Workers {
+            bin_dir: work_dir.join("binaries"),
+            sock_dir: work_dir.join("workers"),
+            control,
+            memory_limit,
+            procs: Mutex::new(HashMap::new()),
+            fetch_lock: Mutex::new(()),
+        }
+    }
+
+    /// The cached binary for `sha256`, fetched from the coordinator and checked if new.
+    async fn binary(&self, sha256: &str) -> Result<PathBuf, WorkerError> {
+        let fatal = |msg: String| WorkerError {
+            msg,
+            retryable: false,
+        };
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(fatal(format!("'{sha256}' is not a SHA-256 hash")));
+        }
+        let path = self.bin_dir.join(sha256);
+        let _guard = self.fetch_lock.lock().await;
+        if path.exists() {
+            return Ok(path);
+        }
+        let io = |e: std::io::Error| WorkerError {
+            msg: format!("caching job binary {sha256}: {e}"),
+            retryable: true,
+        };
+        tokio::fs::create_dir_all(&self.bin_dir).await.map_err(io)?;
+        let tmp = path.with_extension("part");
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut stream = self
+            .control
+            .clone()
+            .fetch_binary(FetchBinaryRequest {
+                sha256: sha256.to_string(),
+            })
+            .await
+            .map_err(|s| WorkerError {
+                msg: format!("fetching job binary {sha256}: {}", s.message()),
+                retryable: true,
+            })?
+            .into_inner();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.message().await.map_err(|s| WorkerError {
+            msg: format!("fetching job binary {sha256}: {}", s.message()),
+            retryable: true,
+        })? {
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        let got = hex(&hasher.finalize());
+        if !got.eq_ignore_ascii_case(sha256) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            warn!(announced = %sha256, received = %got, "job binary refused: hash mismatch");
+            return Err(fatal(format!(
+                "job binary refused: the coordinator announced sha256 {sha256} but sent bytes whose sha256 is {got}; upload the binary again"
+            )));
+        }
+        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .await
+            .map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        info!(sha256, "job binary cached");
+        Ok(path)
+    }
+
+    /// The socket of this job's worker, starting one if there is none (or it died).
+    async fn socket(&self, job_id: &str, sha256: &str) -> Result<PathBuf, WorkerError> {
+        let binary = self.binary(sha256).await?;
+        let mut procs = self.procs.lock().await;
+        if let Some(p) = procs.get_mut(job_id) {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                return Ok(p.socket.clone());
+            }
+            procs.remove(job_id);
+        }
+        let fail = |msg: String| WorkerError {
+            msg,
+            retryable: true,
+        };
+        tokio::fs::create_dir_all(&self.sock_dir)
+            .await
+            .map_err(|e| fail(format!("creating {}: {e}", self.sock_dir.display())))?;
+        let socket = self.sock_dir.join(format!("{job_id}.sock"));
+        let _ = tokio::fs::remove_file(&socket).await;
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--sluice-worker")
+            .arg(&socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(limit) = self.memory_limit {
+            cmd.env(sluice_worker::MEMORY_LIMIT_ENV, limit.to_string());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("starting job binary {}: {e}", binary.display())))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| fail("worker stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("worker stdout".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| fail("worker stderr".into()))?;
+        let tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+        {
+            let (tail, job) = (tail.clone(), job_id.to_string());
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    debug!(job_id = %job, "worker: {line}");
+                    if let Ok(mut t) = tail.lock() {
+                        if t.len() == STDERR_TAIL {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
+                    }
+                }
+            });
+        }
+        let mut out = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, out.next_line()).await;
+        if !matches!(ready, Ok(Ok(Some(ref l))) if l == "ready") {
+            let _ = child.kill().await;
+            let tail = tail
+                .lock()
+                .map(|t| Vec::from(t.clone()))
+                .unwrap_or_default();
+            return Err(WorkerError {
+                msg: format!(
+                    "job binary {} did not start as a Sluice worker (is it built with sluice_worker::main?); stderr: {}",
+                    binary.display(),
+                    tail.join(" | ")
+                ),
+                retryable: false,
+            });
+        }
+        info!(job_id, pid = child.id().unwrap_or(0), "worker started");
+        procs.insert(
+            job_id.to_string(),
+            Proc {
+                child,
+                socket: socket.clone(),
+                stderr: tail,
+                _stdin: stdin,
+            },
+        );
+        Ok(socket)
+    }
+
+    /// Runs one task in the job's worker. `what` names the task and its input for messages.
+    pub async fn run(
+        &self,
+        job_id: &str,
+        sha256: &str,
+        req: Request,
+        what: String,
+    ) -> Result<Response, WorkerError> {
+        let socket = self.socket(job_id, sha256).await?;
+        let res = tokio::task::spawn_blocking(move || {
+            let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
+            write_msg(&mut s, &req)?;
+            read_msg::<Response>(&mut s)
+        })
+        .await;
+        match res {
+            Ok(Ok(Some(resp))) => Ok(resp),
+            other => {
+                let detail = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    _ => "the connection closed".to_string(),
+                };
+                Err(self.crashed(job_id, &what, &detail).await)
+            }
+        }
+    }
+
+    /// Reaps a worker that stopped answering and describes how it ended.
+    async fn crashed(&self, job_id: &str, what: &str, detail: &str) -> WorkerError {
+        let proc = self.procs.lock().await.remove(job_id);
+        let Some(mut p) = proc else {
+            return WorkerError {
+                msg: format!("worker of job {job_id} went away during {what}: {detail}"),
+                retryable: true,
+            };
+        };
+        let status = match tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await {
+            Ok(Ok(s)) => match (s.signal(), s.code()) {
+                (Some(sig), _) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+                (None, Some(c)) => format!("exited with status {c}"),
+                _ => "ended".to_string(),
+            },
+            _ => {
+                let _ = p.child.kill().await;
+                format!("stopped answering ({detail}) and was killed")
+            }
+        };
+        // Let the stderr reader catch the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tail = p
+            .stderr
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default();
+        warn!(job_id, %status, "worker died");
+        WorkerError {
+            msg: format!(
+                "worker process of job {job_id} {status} during {what}; last stderr lines: {tail}"
+            ),
+            retryable: true,
+        }
+    }
+
+    /// Stops the worker of a job that ended.
+    pub async fn stop(&self, job_id: &str) {
+        if let Some(mut p) = self.procs.lock().await.remove(job_id) {
+            let _ = p.child.kill().await;
+            let _ = tokio::fs::remove_file(&p.socket).await;
+            info!(job_id, "worker stopped");
+        }
+    }
+
+    /// Stops every worker.
+    pub async fn stop_all(&self) {
+        let jobs: Vec<String> = self.procs.lock().await.keys().cloned().collect();
+        for j in jobs {
+            self.stop(&j).await;
+        }
+    }
+}

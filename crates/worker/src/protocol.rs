@@ -1,0 +1,120 @@
+//! Messages between an executor and its worker processes: length-prefixed JSON on a Unix
+//! socket, one request and one response per task.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sluice_core::{OutputFormat, Split};
+
+/// Largest message accepted, as a guard against a confused peer.
+const MAX_MESSAGE: u32 = 64 << 20;
+
+/// A task for a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Read `split`, map it, write the shuffle output under `shuffle_root`.
+    Map {
+        /// Registered job name.
+        job: String,
+        /// Job id (names the shuffle directory).
+        job_id: String,
+        /// Map task index.
+        index: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// Input byte range.
+        split: Split,
+        /// Number of reduce partitions.
+        reducers: u32,
+        /// The executor's shuffle directory.
+        shuffle_root: PathBuf,
+    },
+    /// Merge the fetched segments of one partition, reduce, write `output`.
+    Reduce {
+        /// Registered job name.
+        job: String,
+        /// Partition index.
+        partition: u32,
+        /// Files holding one partition segment of each map output.
+        segments: Vec<PathBuf>,
+        /// Part file to write (inside the attempt directory).
+        output: PathBuf,
+        /// Output format.
+        format: OutputFormat,
+    },
+}
+
+/// The outcome of a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// A map finished.
+    Map {
+        /// Input lines read.
+        lines: u64,
+        /// Shuffle bytes written.
+        shuffle_bytes: u64,
+    },
+    /// A reduce finished.
+    Reduce {
+        /// Output rows.
+        rows: u64,
+        /// Output bytes.
+        bytes: u64,
+    },
+    /// The task failed; the worker goes on.
+    Failed {
+        /// What went wrong, naming the task's input.
+        message: String,
+        /// Whether another attempt could succeed.
+        retryable: bool,
+    },
+}
+
+/// Writes one message.
+pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(&body)?;
+    w.flush()
+}
+
+/// Reads one message; `None` when the peer closed the connection.
+pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_MESSAGE {
+        return Err(io::Error::other(format!(
+            "message of {len} bytes is too large"
+        )));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_eof_is_none() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &Response::Reduce { rows: 3, bytes: 10 }).unwrap();
+        let mut r = buf.as_slice();
+        match read_msg::<Response>(&mut r).unwrap() {
+            Some(Response::Reduce { rows, bytes }) => assert_eq!((rows, bytes), (3, 10)),
+            other => panic!("{other:?}"),
+        }
+        assert!(read_msg::<Response>(&mut r).unwrap().is_none());
+    }
+}

@@ -1,0 +1,129 @@
+//! One map or one reduce, as both the executor (built-in jobs) and worker processes run them.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use sluice_core::{OutputFormat, Split};
+use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
+use sluice_storage::{read_split, OutputWriter, StorageError};
+use sluice_udf::{Job, UdfError};
+
+/// Why a task attempt failed, and whether another attempt could succeed.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    /// What went wrong, naming the input.
+    pub message: String,
+    /// False for bad input or user-code errors; true for I/O that may pass on retry.
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    /// A failure another attempt cannot fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A failure another attempt may not meet.
+    pub fn retry(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<StorageError> for TaskFailure {
+    fn from(e: StorageError) -> Self {
+        let retryable = matches!(e, StorageError::Io { .. });
+        TaskFailure {
+            message: e.to_string(),
+            retryable,
+        }
+    }
+}
+
+impl From<UdfError> for TaskFailure {
+    fn from(e: UdfError) -> Self {
+        TaskFailure::fatal(e.to_string())
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs user code, turning a panic into a failed attempt.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, TaskFailure>) -> Result<T, TaskFailure> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(TaskFailure::fatal(format!(
+            "user code panicked in {what}: {}",
+            panic_message(p)
+        )))
+    })
+}
+
+/// What a map task produced.
+#[derive(Debug, Clone, Copy)]
+pub struct MapDone {
+    /// Input lines read.
+    pub lines: u64,
+    /// Shuffle bytes written.
+    pub shuffle_bytes: u64,
+}
+
+/// Reads `split` into `buf` (kept by the caller between tasks), maps it, and writes the
+/// partitioned, sorted output into `store`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_map(
+    job: &dyn Job,
+    store: &ShuffleStore,
+    job_id: &str,
+    index: u32,
+    attempt: u32,
+    split: &Split,
+    reducers: u32,
+    buf: &mut Vec<u8>,
+) -> Result<MapDone, TaskFailure> {
+    let text = read_split(split, buf)?;
+    // The coordinator names the task and its split in the job's error.
+    let out = guarded("map", || Ok(job.run_map(text.text, reducers)?))?;
+    let info = store
+        .write(job_id, index, attempt, &out.partitions)
+        .map_err(|e| TaskFailure::retry(e.to_string()))?;
+    Ok(MapDone {
+        lines: text.lines,
+        shuffle_bytes: info.bytes,
+    })
+}
+
+/// Merges the partition segments, reduces them and writes `output`; returns rows and bytes.
+pub fn run_reduce<S: AsRef<[u8]>>(
+    job: &dyn Job,
+    segments: &[S],
+    output: &Path,
+    format: OutputFormat,
+) -> Result<(u64, u64), TaskFailure> {
+    let mut batches = Vec::new();
+    for s in segments {
+        batches.extend(decode_segment(s.as_ref()).map_err(|e| TaskFailure::retry(e.to_string()))?);
+    }
+    let schema = job.output_schema()?;
+    let mut writer = OutputWriter::create(output, format, schema)?;
+    let mut merged = KWayMerge::new(&batches).map_err(|e| TaskFailure::fatal(e.to_string()))?;
+    guarded("reduce", || {
+        job.run_reduce(&mut merged, &mut |b| {
+            writer.write(&b).map_err(|e| UdfError::Sink(e.to_string()))
+        })?;
+        Ok(())
+    })?;
+    Ok(writer.finish()?)
+}
