@@ -77,6 +77,19 @@ fn workers_under(dir: &Path) -> Vec<u32> {
     pids
 }
 
+/// The distinct binaries of live worker processes under `dir`.
+fn worker_binaries(dir: &Path) -> std::collections::BTreeSet<String> {
+    workers_under(dir)
+        .into_iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .filter_map(|c| {
+            c.split(|&b| b == 0)
+                .next()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn typed_wordcount_binary_runs_on_generic_executors() {
     let (wc, _) = example_binaries();
@@ -282,4 +295,83 @@ fn binary_whose_hash_does_not_match_is_refused() {
         workers_under(cluster.dir()).is_empty(),
         "a refused binary must not run"
     );
+}
+
+#[test]
+fn two_job_binaries_run_at_once_on_the_same_executors() {
+    let (wc, faulty) = example_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let files = generate_text(BIN, &corpus, "24MiB", 4, 5);
+    let cluster = Cluster::start(BIN, 2, 2).expect("cluster starts");
+    let submit = |job: &str, binary: &Path, out: &Path| {
+        let r = cluster.sluice(&[
+            "submit",
+            job,
+            "--binary",
+            s(binary),
+            "--coordinator",
+            cluster.url(),
+            "--input",
+            s(&corpus),
+            "--output",
+            s(out),
+            "--split-size",
+            "256KiB",
+            "--format",
+            "tsv",
+        ]);
+        r.assert_success();
+        r.stdout.trim().to_string()
+    };
+    let (out_wc, out_lines) = (tmp.path().join("wc"), tmp.path().join("lines"));
+    let a = submit("wordcount-typed", wc, &out_wc);
+    let b = submit("lines", faulty, &out_lines);
+    // Both ran at the same time: at some moment each binary had a live worker and both jobs
+    // were running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let binaries = worker_binaries(cluster.dir());
+        let (sa, sb) = (cluster.status(&a), cluster.status(&b));
+        if binaries.len() == 2 && sa["state"] == "running" && sb["state"] == "running" {
+            break;
+        }
+        assert!(
+            sa["state"] != "succeeded" || sb["state"] != "succeeded",
+            "both jobs finished without ever running together"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "jobs never ran together: {sa} {sb}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for id in [&a, &b] {
+        let st = cluster.wait_for_job(id, Duration::from_secs(120));
+        assert_eq!(st["state"], "succeeded", "{st}");
+    }
+    assert_counts_eq(
+        &read_tsv_counts(&out_wc),
+        &reference_counts(&files),
+        "wordcount-typed",
+    );
+    // Line-length histogram: recompute from the files.
+    let mut want: std::collections::BTreeMap<u64, i64> = Default::default();
+    for f in &files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            *want.entry(line.len() as u64).or_default() += 1;
+        }
+    }
+    let mut got: std::collections::BTreeMap<u64, i64> = Default::default();
+    for e in std::fs::read_dir(&out_lines).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            for row in std::fs::read_to_string(e.path()).unwrap().lines() {
+                let (len, n) = row.split_once('\t').unwrap();
+                assert!(got
+                    .insert(len.parse().unwrap(), n.parse().unwrap())
+                    .is_none());
+            }
+        }
+    }
+    assert_eq!(got, want);
 }
