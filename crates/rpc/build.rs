@@ -1,17 +1,20 @@
 //! Generates the gRPC code from `proto/` with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [
+    // Relative to this package: cargo resolves these against the current checkout, so a target
+    // directory shared by several clones (CI's) still notices a changed .proto.
+    let rel = "../../proto";
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let names = [
         "common.proto",
         "jobs.proto",
         "control.proto",
         "shuffle.proto",
-    ]
-    .map(|f| root.join("sluice/v1").join(f));
-    for f in &files {
-        println!("cargo:rerun-if-changed={}", f.display());
+    ];
+    for n in names {
+        println!("cargo:rerun-if-changed={rel}/sluice/v1/{n}");
     }
+    let files = names.map(|n| root.join("sluice/v1").join(n));
     let fds = protox::compile(&files, [&root])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())

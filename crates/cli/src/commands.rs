@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
 use sluice_core::config::{CoordinatorConfig, ExecutorConfig};
 use sluice_core::{parse_byte_size, JobSpec, OutputFormat};
 use sluice_rpc::pb::{self, CancelJobRequest, GetJobRequest, ListJobsRequest, SubmitJobRequest};
@@ -234,6 +235,21 @@ async fn upload_binary(
         path: path.to_string(),
         source,
     })?;
+    // Content-addressed: a binary the coordinator holds already is not sent again.
+    let sha: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let present = client
+        .has_binary(pb::HasBinaryRequest {
+            sha256: sha.clone(),
+        })
+        .await?
+        .into_inner()
+        .present;
+    if present {
+        return Ok(sha);
+    }
     let chunks: Vec<pb::BinaryChunk> = data
         .chunks(1 << 20)
         .map(|c| pb::BinaryChunk { data: c.to_vec() })

@@ -462,6 +462,15 @@ impl Jobs for Coordinator {
         Ok(Response::new(UploadBinaryResponse { sha256, bytes }))
     }
 
+    async fn has_binary(
+        &self,
+        req: Request<HasBinaryRequest>,
+    ) -> Result<Response<HasBinaryResponse>, Status> {
+        let sha = req.into_inner().sha256;
+        let present = self.inner.binaries.path(&sha).is_some_and(|p| p.exists());
+        Ok(Response::new(HasBinaryResponse { present }))
+    }
+
     type WatchJobStream = StatusStream;
 
     async fn watch_job(
