@@ -303,8 +303,10 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     let files = generate_text(BIN, &corpus, "24MiB", 4, 5);
-    let cluster = Cluster::start(BIN, 2, 2).expect("cluster starts");
-    let submit = |job: &str, binary: &Path, out: &Path| {
+    // Both jobs are queued before any executor exists, so the second job's maps run while the
+    // first waits for its reduces: the two binaries' workers must be alive at the same time.
+    let mut cluster = Cluster::start(BIN, 0, 2).expect("coordinator starts");
+    let submit = |cluster: &Cluster, job: &str, binary: &Path, out: &Path| {
         let r = cluster.sluice(&[
             "submit",
             job,
@@ -325,30 +327,30 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
         r.stdout.trim().to_string()
     };
     let (out_wc, out_lines) = (tmp.path().join("wc"), tmp.path().join("lines"));
-    let a = submit("wordcount-typed", wc, &out_wc);
-    let b = submit("lines", faulty, &out_lines);
-    // Both ran at the same time: at some moment each binary had a live worker and both jobs
-    // were running.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let binaries = worker_binaries(cluster.dir());
-        let (sa, sb) = (cluster.status(&a), cluster.status(&b));
-        if binaries.len() == 2 && sa["state"] == "running" && sb["state"] == "running" {
-            break;
-        }
-        assert!(
-            sa["state"] != "succeeded" || sb["state"] != "succeeded",
-            "both jobs finished without ever running together"
-        );
+    let a = submit(&cluster, "wordcount-typed", wc, &out_wc);
+    let b = submit(&cluster, "lines", faulty, &out_lines);
+    cluster.add_executor(2, &[]).unwrap();
+    cluster.add_executor(2, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while worker_binaries(cluster.dir()).len() < 2 {
         assert!(
             Instant::now() < deadline,
-            "jobs never ran together: {sa} {sb}"
+            "the two binaries never had workers at once"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     for id in [&a, &b] {
         let st = cluster.wait_for_job(id, Duration::from_secs(120));
         assert_eq!(st["state"], "succeeded", "{st}");
+        let full = cluster.sluice(&["status", id, "--coordinator", cluster.url(), "--json"]);
+        let full: serde_json::Value = serde_json::from_str(full.stdout.trim()).unwrap();
+        let on: std::collections::BTreeSet<&str> = full["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["executor_id"].as_str())
+            .collect();
+        assert_eq!(on.len(), 2, "job {id} ran on both executors: {full}");
     }
     assert_counts_eq(
         &read_tsv_counts(&out_wc),
