@@ -32,15 +32,8 @@ $B wc_sluice_embedded_1g "$SIZE" --runs "$RUNS" --clean "$O/sluice_wc1g" -- \
   "$S" run wordcount --input "$D/text1g" --output "$O/sluice_wc1g" --top 0
 
 # The cluster: started once, outside the timed command, as a cluster would be.
-C=$W/cluster; rm -rf "$C"; mkdir -p "$C"
-"$S" coordinator --listen 127.0.0.1:0 --state-dir "$C/state" > "$C/coord.out" 2> "$C/coord.err" &
-CPID=$!
-trap 'kill $CPID ${E1:-} ${E2:-} 2>/dev/null || true' EXIT
-for _ in $(seq 50); do grep -q listening "$C/coord.out" 2>/dev/null && break; sleep 0.1; done
-URL=http://$(sed -n 's/^coordinator listening on //p' "$C/coord.out")
-"$S" executor --coordinator "$URL" --work-dir "$C/e1" --slots 1 > "$C/e1.out" 2> "$C/e1.err" & E1=$!
-"$S" executor --coordinator "$URL" --work-dir "$C/e2" --slots 1 > "$C/e2.out" 2> "$C/e2.err" & E2=$!
-sleep 1
+source "$REPO/benches/cluster.sh"
+start_cluster "$S" "$W/cluster"
 $B wc_sluice_cluster2_1g "$SIZE" --runs "$RUNS" --clean "$O/sluice_cl_wc1g" -- \
   "$S" submit wordcount --coordinator "$URL" --input "$D/text1g" --output "$O/sluice_cl_wc1g" --wait
 for p in $CPID $E1 $E2; do

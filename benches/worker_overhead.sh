@@ -21,15 +21,8 @@ fi
 mkdir -p "$O"
 SIZE=$(cat "$D"/*.txt | wc -c)
 
-C=$W/cluster-tiny; rm -rf "$C"; mkdir -p "$C"
-"$S" coordinator --listen 127.0.0.1:0 --state-dir "$C/state" > "$C/coord.out" 2> "$C/coord.err" &
-CPID=$!
-trap 'kill $CPID ${E1:-} ${E2:-} 2>/dev/null || true' EXIT
-for _ in $(seq 50); do grep -q listening "$C/coord.out" 2>/dev/null && break; sleep 0.1; done
-URL=http://$(sed -n 's/^coordinator listening on //p' "$C/coord.out")
-"$S" executor --coordinator "$URL" --work-dir "$C/e1" --slots 1 > "$C/e1.out" 2> "$C/e1.err" & E1=$!
-"$S" executor --coordinator "$URL" --work-dir "$C/e2" --slots 1 > "$C/e2.out" 2> "$C/e2.err" & E2=$!
-sleep 1
+source "$REPO/benches/cluster.sh"
+start_cluster "$S" "$W/cluster-tiny"
 cd "$W"
 B="python3 $SHARED/bench.py"
 $B tiny${N}_builtin "$SIZE" --runs "$RUNS" --clean "$O/tiny_builtin" -- \
