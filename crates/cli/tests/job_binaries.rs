@@ -18,6 +18,12 @@ fn s(p: &Path) -> &str {
 fn example_binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
+        // `cargo test --workspace` builds them beside `sluice` (for their own tests).
+        let dir = Path::new(BIN).parent().expect("target directory");
+        let (wc, faulty) = (dir.join("wordcount-typed"), dir.join("faulty"));
+        if wc.exists() && faulty.exists() {
+            return (wc, faulty);
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let out = Command::new(env!("CARGO"))
             .args([

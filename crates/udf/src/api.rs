@@ -62,3 +62,31 @@ pub trait Reducer: Send + Sync + 'static {
         out: &mut Vec<Self::Out>,
     );
 }
+
+/// Chooses the reduce partition of a key; every key equal to another must get the same one.
+///
+/// ```
+/// use sluice_udf::{Job, JobDef, Partitioner, SumCombiner};
+/// use sluice_udf::wordcount::{WordCountMapper, WordCountReducer};
+/// use sluice_udf::SmallString;
+///
+/// /// Words starting with a-m go to partition 0, all others to 1.
+/// struct ByInitial;
+/// impl Partitioner<SmallString> for ByInitial {
+///     fn partition(&self, key: &SmallString, partitions: u32) -> u32 {
+///         let first = key.as_str().bytes().next().unwrap_or(b'a');
+///         u32::from(first > b'm') % partitions
+///     }
+/// }
+///
+/// let job = JobDef::new("split-by-initial", WordCountMapper, WordCountReducer)
+///     .with_combiner(SumCombiner)
+///     .with_partitioner(ByInitial);
+/// let out = job.run_map("apple zebra mango nut", 2).unwrap();
+/// assert_eq!(out.partitions[0].num_rows(), 2); // apple, mango
+/// assert_eq!(out.partitions[1].num_rows(), 2); // nut, zebra
+/// ```
+pub trait Partitioner<K>: Send + Sync {
+    /// A partition in `0..partitions`.
+    fn partition(&self, key: &K, partitions: u32) -> u32;
+}

@@ -15,6 +15,9 @@ pub enum UdfError {
     /// An Arrow error.
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// A custom partitioner returned a partition out of range.
+    #[error("{0}")]
+    Partition(String),
     /// Output from the sink failed.
     #[error("{0}")]
     Sink(String),

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_arrow::schema::{SchemaLike, TracingOptions};
 
-use crate::{Combiner, Emitter, Mapper, Reducer, UdfError};
+use crate::{Combiner, Emitter, Mapper, Partitioner, Reducer, UdfError};
 
 /// Rows per output batch handed to the output writer.
 const OUTPUT_BATCH_ROWS: usize = 64 * 1024;
@@ -70,6 +70,7 @@ pub struct JobDef<M: Mapper, R> {
     name: String,
     mapper: M,
     combiner: Option<Box<dyn Combiner<M::Key, M::Value>>>,
+    partitioner: Option<Box<dyn Partitioner<M::Key>>>,
     reducer: R,
 }
 
@@ -84,8 +85,15 @@ where
             name: name.into(),
             mapper,
             combiner: None,
+            partitioner: None,
             reducer,
         }
+    }
+
+    /// Replaces the default partitioning (a hash of the encoded key) with `p`.
+    pub fn with_partitioner(mut self, p: impl Partitioner<M::Key> + 'static) -> Self {
+        self.partitioner = Some(Box::new(p));
+        self
     }
 
     /// Adds a map-side combiner.
@@ -129,6 +137,7 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
     pairs: impl Iterator<Item = (K, V)>,
     partitions: u32,
     size_hint: usize,
+    partitioner: Option<&dyn Partitioner<K>>,
 ) -> Result<Vec<RecordBatch>, UdfError> {
     let n = partitions.max(1);
     let mut arena: Vec<u8> = Vec::with_capacity(size_hint * 32);
@@ -139,8 +148,19 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
         let ke = arena.len();
         encode_into(&v, &mut arena)?;
         let key = &arena[ks..ke];
+        let partition = match partitioner {
+            None => (xxhash_rust::xxh3::xxh3_64(key) % n as u64) as u32,
+            Some(p) => match p.partition(&k, n) {
+                q if q < n => q,
+                q => {
+                    return Err(UdfError::Partition(format!(
+                        "the job's partitioner returned partition {q} for {n} partitions"
+                    )))
+                }
+            },
+        };
         recs.push(Rec {
-            partition: (xxhash_rust::xxh3::xxh3_64(key) % n as u64) as u32,
+            partition,
             prefix: prefix(key),
             key: (offset(ks)?, offset(ke)?),
             value_end: offset(arena.len())?,
@@ -226,7 +246,8 @@ where
         let t1 = std::time::Instant::now();
         let emitted = out.emitted();
         let held = out.len();
-        let partitions = partition_sorted(out.drain(), partitions, held)?;
+        let partitions =
+            partition_sorted(out.drain(), partitions, held, self.partitioner.as_deref())?;
         crate::emit::keep_table(out.into_table());
         let t2 = std::time::Instant::now();
         Ok(MapOutput {
@@ -316,5 +337,55 @@ impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>, V: DeserializeOwned> Iterator
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Array, BinaryArray};
+
+    use crate::wordcount::{WordCountMapper, WordCountReducer};
+    use crate::{Job, JobDef, Partitioner, SmallString, SumCombiner};
+
+    struct ByLength;
+    impl Partitioner<SmallString> for ByLength {
+        fn partition(&self, key: &SmallString, partitions: u32) -> u32 {
+            key.as_str().len() as u32 % partitions
+        }
+    }
+
+    struct Broken;
+    impl Partitioner<SmallString> for Broken {
+        fn partition(&self, _: &SmallString, partitions: u32) -> u32 {
+            partitions + 3
+        }
+    }
+
+    #[test]
+    fn custom_partitioner_places_every_key() {
+        let job = JobDef::new("by-length", WordCountMapper, WordCountReducer)
+            .with_combiner(SumCombiner)
+            .with_partitioner(ByLength);
+        let out = job.run_map("a bb ccc dddd a bb eeeee", 3).unwrap();
+        for (p, batch) in out.partitions.iter().enumerate() {
+            let keys = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .unwrap();
+            for i in 0..keys.len() {
+                let word: SmallString = memcomparable::from_slice(keys.value(i)).unwrap();
+                assert_eq!(word.as_str().len() % 3, p, "{word} in partition {p}");
+            }
+        }
+        let total: usize = out.partitions.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn out_of_range_partition_is_an_error() {
+        let job = JobDef::new("broken", WordCountMapper, WordCountReducer).with_partitioner(Broken);
+        let e = job.run_map("x y", 2).unwrap_err().to_string();
+        assert!(e.contains("partition 5 for 2 partitions"), "{e}");
     }
 }

@@ -45,7 +45,7 @@ mod small;
 pub mod text;
 pub mod wordcount;
 
-pub use api::{Combiner, Mapper, Reducer, SumCombiner};
+pub use api::{Combiner, Mapper, Partitioner, Reducer, SumCombiner};
 pub use emit::Emitter;
 pub use error::UdfError;
 pub use job::{shuffle_schema, Job, JobDef, MapOutput, ReduceCounts};
