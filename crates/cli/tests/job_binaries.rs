@@ -14,53 +14,13 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
 
-/// Builds the example job crates once; returns the paths of (wordcount-typed, faulty).
+/// The paths of the (wordcount-typed, faulty) example binaries.
 fn example_binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
-        // `cargo test --workspace` builds them beside `sluice` (for their own tests).
-        let dir = Path::new(BIN).parent().expect("target directory");
-        let (wc, faulty) = (dir.join("wordcount-typed"), dir.join("faulty"));
-        if wc.exists() && faulty.exists() {
-            return (wc, faulty);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "sluice-example-wordcount",
-                "-p",
-                "sluice-example-faulty",
-                "--message-format=json-render-diagnostics",
-            ])
-            .current_dir(&root)
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building the example job crates failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut wc = None;
-        let mut faulty = None;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
-            else {
-                continue;
-            };
-            match name {
-                "wordcount-typed" => wc = Some(PathBuf::from(exe)),
-                "faulty" => faulty = Some(PathBuf::from(exe)),
-                _ => {}
-            }
-        }
         (
-            wc.expect("wordcount-typed executable"),
-            faulty.expect("faulty executable"),
+            example_binary("wordcount-typed", "sluice-example-wordcount"),
+            example_binary("faulty", "sluice-example-faulty"),
         )
     })
 }
@@ -381,5 +341,85 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
             }
         }
     }
+    assert_eq!(got, want);
+}
+
+/// One example binary by name, built beside `sluice` by `cargo test --workspace`, else built here.
+fn example_binary(name: &str, package: &str) -> PathBuf {
+    let path = Path::new(BIN)
+        .parent()
+        .expect("target directory")
+        .join(name);
+    if !path.exists() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", package])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(ok.success(), "building {package} failed");
+    }
+    path
+}
+
+#[test]
+fn distinct_count_with_a_custom_partitioner() {
+    let bin = example_binary("distinct-count", "sluice-example-distinct");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("pairs");
+    std::fs::create_dir_all(&input).unwrap();
+    let names = ["ann", "bob", "cat", "dan", "eve", "fay", "gus"];
+    let mut want: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for f in 0..3 {
+        let mut text = String::new();
+        for i in 0..4000u64 {
+            let x = (i * 7919 + f * 104_729) % 10_007;
+            let key = format!("{}{}", names[(x % 7) as usize], x % 5);
+            let value = format!("item{}", (x * 31) % 97);
+            text.push_str(&format!("{key},{value}\n"));
+            want.entry(key).or_default().insert(value);
+        }
+        std::fs::write(input.join(format!("part{f}.csv")), text).unwrap();
+    }
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let out = tmp.path().join("out");
+    let r = cluster.sluice(&[
+        "submit",
+        "distinct-count",
+        "--binary",
+        s(&bin),
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--split-size",
+        "16KiB",
+        "--reducers",
+        "3",
+        "--format",
+        "tsv",
+        "--wait",
+    ]);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let mut got = std::collections::BTreeMap::new();
+    for p in 0..3u32 {
+        let part = out.join(format!("part-r-{p:05}.tsv"));
+        for row in std::fs::read_to_string(&part).unwrap().lines() {
+            let (key, n) = row.split_once('\t').unwrap();
+            assert_eq!(
+                u32::from(key.as_bytes()[0]) % 3,
+                p,
+                "{key} is in the part its initial does not select"
+            );
+            assert!(got
+                .insert(key.to_string(), n.parse::<usize>().unwrap())
+                .is_none());
+        }
+    }
+    let want: std::collections::BTreeMap<String, usize> =
+        want.into_iter().map(|(k, v)| (k, v.len())).collect();
     assert_eq!(got, want);
 }

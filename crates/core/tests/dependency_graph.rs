@@ -25,6 +25,10 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             vec!["sluice-udf", "sluice-worker"],
         ),
         ("sluice-example-faulty", vec!["sluice-udf", "sluice-worker"]),
+        (
+            "sluice-example-distinct",
+            vec!["sluice-udf", "sluice-worker"],
+        ),
         ("sluice-udf", vec!["sluice-core"]),
         ("sluice-storage", vec!["sluice-core"]),
         (
