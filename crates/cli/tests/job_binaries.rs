@@ -423,3 +423,70 @@ fn distinct_count_with_a_custom_partitioner() {
         want.into_iter().map(|(k, v)| (k, v.len())).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn inverted_index_lists_sorted_documents_per_word() {
+    let bin = example_binary("inverted-index", "sluice-example-inverted-index");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("docs.tsv");
+    let vocab = [
+        "river", "stone", "bridge", "lamp", "ночь", "光", "field", "crow",
+    ];
+    let mut want: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut text = String::new();
+    for d in 0..600u64 {
+        let doc = format!("doc{:04}", (d * 389) % 600);
+        let words: Vec<&str> = (0..1 + d % 6)
+            .map(|k| vocab[((d * 7 + k * 13) % vocab.len() as u64) as usize])
+            .collect();
+        for w in &words {
+            want.entry(w.to_string()).or_default().insert(doc.clone());
+        }
+        text.push_str(&format!("{doc}\t{}\n", words.join(" ")));
+    }
+    std::fs::write(&input, text).unwrap();
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let out = tmp.path().join("out");
+    let r = cluster.sluice(&[
+        "submit",
+        "inverted-index",
+        "--binary",
+        s(&bin),
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--split-size",
+        "2KiB",
+        "--reducers",
+        "2",
+        "--format",
+        "tsv",
+        "--wait",
+    ]);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("part-") {
+            continue;
+        }
+        for row in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let (word, list) = row.split_once('\t').unwrap();
+            let docs = list
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split(", ")
+                .map(String::from)
+                .collect();
+            assert!(got.insert(word.to_string(), docs).is_none(), "{word} twice");
+        }
+    }
+    let want: std::collections::BTreeMap<String, Vec<String>> = want
+        .into_iter()
+        .map(|(w, d)| (w, d.into_iter().collect()))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -29,6 +29,10 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             "sluice-example-distinct",
             vec!["sluice-udf", "sluice-worker"],
         ),
+        (
+            "sluice-example-inverted-index",
+            vec!["sluice-udf", "sluice-worker"],
+        ),
         ("sluice-udf", vec!["sluice-core"]),
         ("sluice-storage", vec!["sluice-core"]),
         (
