@@ -236,10 +236,7 @@ async fn upload_binary(
         source,
     })?;
     // Content-addressed: a binary the coordinator holds already is not sent again.
-    let sha: String = sha2::Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sluice_core::digest::to_hex(&sha2::Sha256::digest(&data));
     let present = client
         .has_binary(pb::HasBinaryRequest {
             sha256: sha.clone(),

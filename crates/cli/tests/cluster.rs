@@ -43,24 +43,23 @@ fn submit_wait_json_counts_exactly_on_two_executors() {
     let ids: BTreeSet<&str> = cluster.executor_ids().iter().map(String::as_str).collect();
     assert_eq!(ids.len(), 2, "executor ids {:?}", cluster.executor_ids());
 
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount",
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&corpus),
-        "--output",
-        s(&out),
-        "--reducers",
-        "4",
-        "--split-size",
-        "1MiB",
-        "--format",
-        "tsv",
-        "--wait",
-        "--json",
-    ]);
+        &[
+            "--input",
+            s(&corpus),
+            "--output",
+            s(&out),
+            "--reducers",
+            "4",
+            "--split-size",
+            "1MiB",
+            "--format",
+            "tsv",
+            "--wait",
+            "--json",
+        ],
+    );
     assert!(
         r.success(),
         "submit failed: {}\n{}",
@@ -189,21 +188,20 @@ fn failed_job_leaves_no_output_and_cluster_keeps_serving() {
     let out = tmp.path().join("out");
     let cluster = Cluster::start(BIN, 2, 2).expect("cluster starts");
     let submit = |input: &Path| {
-        cluster.sluice(&[
-            "submit",
+        cluster.submit(
             "wordcount",
-            "--coordinator",
-            cluster.url(),
-            "--input",
-            s(input),
-            "--output",
-            s(&out),
-            "--split-size",
-            "8KiB",
-            "--format",
-            "tsv",
-            "--wait",
-        ])
+            &[
+                "--input",
+                s(input),
+                "--output",
+                s(&out),
+                "--split-size",
+                "8KiB",
+                "--format",
+                "tsv",
+                "--wait",
+            ],
+        )
     };
     let r = submit(&input);
     assert!(!r.success(), "job over invalid UTF-8 succeeded");
@@ -323,40 +321,38 @@ fn concurrent_jobs_on_one_output_stay_consistent() {
     let files = generate_text(BIN, &corpus, "32MiB", 2, 3);
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
 
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount",
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&corpus),
-        "--output",
-        s(&out),
-        "--split-size",
-        "1MiB",
-        "--reducers",
-        "2",
-        "--format",
-        "tsv",
-    ]);
+        &[
+            "--input",
+            s(&corpus),
+            "--output",
+            s(&out),
+            "--split-size",
+            "1MiB",
+            "--reducers",
+            "2",
+            "--format",
+            "tsv",
+        ],
+    );
     r.assert_success();
     let big_id = r.stdout.trim().to_string();
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount",
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&small),
-        "--output",
-        s(&out),
-        "--reducers",
-        "3",
-        "--format",
-        "parquet",
-        "--wait",
-        "--json",
-    ]);
+        &[
+            "--input",
+            s(&small),
+            "--output",
+            s(&out),
+            "--reducers",
+            "3",
+            "--format",
+            "parquet",
+            "--wait",
+            "--json",
+        ],
+    );
     let small_state = if r.success() {
         json(&r.stdout)["state"].as_str().unwrap().to_string()
     } else {
@@ -406,22 +402,21 @@ fn lost_executor_map_outputs_are_recomputed() {
     let files = generate_text(BIN, &corpus, "48MiB", 2, 13);
     let mut cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let victim = cluster.executor_ids()[1].clone();
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount",
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&corpus),
-        "--output",
-        s(&out),
-        "--split-size",
-        "512KiB",
-        "--reducers",
-        "2",
-        "--format",
-        "tsv",
-    ]);
+        &[
+            "--input",
+            s(&corpus),
+            "--output",
+            s(&out),
+            "--split-size",
+            "512KiB",
+            "--reducers",
+            "2",
+            "--format",
+            "tsv",
+        ],
+    );
     r.assert_success();
     let job_id = r.stdout.trim().to_string();
     // Kill the victim as soon as one of its map tasks has succeeded.

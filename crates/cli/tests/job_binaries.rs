@@ -64,26 +64,25 @@ fn typed_wordcount_binary_runs_on_generic_executors() {
     let out = tmp.path().join("out");
     let files = generate_text(BIN, &corpus, "8MiB", 4, 21);
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount-typed",
-        "--binary",
-        s(wc),
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&corpus),
-        "--output",
-        s(&out),
-        "--split-size",
-        "1MiB",
-        "--reducers",
-        "3",
-        "--format",
-        "tsv",
-        "--wait",
-        "--json",
-    ]);
+        &[
+            "--binary",
+            s(wc),
+            "--input",
+            s(&corpus),
+            "--output",
+            s(&out),
+            "--split-size",
+            "1MiB",
+            "--reducers",
+            "3",
+            "--format",
+            "tsv",
+            "--wait",
+            "--json",
+        ],
+    );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     assert_counts_eq(
         &read_tsv_counts(&out),
@@ -131,19 +130,18 @@ fn crashing_workers_fail_their_attempts_not_the_executor() {
         ("oom", vec!["SIGABRT", "memory allocation", "m-00000"]),
     ] {
         let out = tmp.path().join(format!("out-{job}"));
-        let r = cluster.sluice(&[
-            "submit",
+        let r = cluster.submit(
             job,
-            "--binary",
-            s(faulty),
-            "--coordinator",
-            cluster.url(),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--wait",
-        ]);
+            &[
+                "--binary",
+                s(faulty),
+                "--input",
+                s(&input),
+                "--output",
+                s(&out),
+                "--wait",
+            ],
+        );
         assert!(!r.success(), "{job}: the job should fail");
         let last = r
             .stderr_lines()
@@ -167,21 +165,20 @@ fn crashing_workers_fail_their_attempts_not_the_executor() {
     }
     // The same executor process still runs jobs, from the binary and built in.
     let out = tmp.path().join("out-lines");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "lines",
-        "--binary",
-        s(faulty),
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--format",
-        "tsv",
-        "--wait",
-    ]);
+        &[
+            "--binary",
+            s(faulty),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--format",
+            "tsv",
+            "--wait",
+        ],
+    );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let mut rows: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -198,19 +195,18 @@ fn crashing_workers_fail_their_attempts_not_the_executor() {
     rows.sort();
     assert_eq!(rows, vec!["11\t1", "8\t1"]);
     let out = tmp.path().join("out-wc");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "wordcount",
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--format",
-        "tsv",
-        "--wait",
-    ]);
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--format",
+            "tsv",
+            "--wait",
+        ],
+    );
     assert!(r.success(), "{}", r.stderr);
     assert_eq!(read_tsv_counts(&out).values().sum::<u64>(), 4);
     assert_eq!(cluster.pids(), pids);
@@ -225,18 +221,17 @@ fn binary_whose_hash_does_not_match_is_refused() {
     let out = tmp.path().join("out");
     // No executor yet: the job waits while we tamper with the stored binary.
     let mut cluster = Cluster::start(BIN, 0, 1).expect("coordinator starts");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "lines",
-        "--binary",
-        s(faulty),
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-    ]);
+        &[
+            "--binary",
+            s(faulty),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
     r.assert_success();
     let job_id = r.stdout.trim().to_string();
     let store = cluster.dir().join("coordinator-state/binaries");
@@ -273,22 +268,21 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
     // first waits for its reduces: the two binaries' workers must be alive at the same time.
     let mut cluster = Cluster::start(BIN, 0, 2).expect("coordinator starts");
     let submit = |cluster: &Cluster, job: &str, binary: &Path, out: &Path| {
-        let r = cluster.sluice(&[
-            "submit",
+        let r = cluster.submit(
             job,
-            "--binary",
-            s(binary),
-            "--coordinator",
-            cluster.url(),
-            "--input",
-            s(&corpus),
-            "--output",
-            s(out),
-            "--split-size",
-            "256KiB",
-            "--format",
-            "tsv",
-        ]);
+            &[
+                "--binary",
+                s(binary),
+                "--input",
+                s(&corpus),
+                "--output",
+                s(out),
+                "--split-size",
+                "256KiB",
+                "--format",
+                "tsv",
+            ],
+        );
         r.assert_success();
         r.stdout.trim().to_string()
     };
@@ -384,25 +378,24 @@ fn distinct_count_with_a_custom_partitioner() {
     }
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("out");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "distinct-count",
-        "--binary",
-        s(&bin),
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--split-size",
-        "16KiB",
-        "--reducers",
-        "3",
-        "--format",
-        "tsv",
-        "--wait",
-    ]);
+        &[
+            "--binary",
+            s(&bin),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--split-size",
+            "16KiB",
+            "--reducers",
+            "3",
+            "--format",
+            "tsv",
+            "--wait",
+        ],
+    );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let mut got = std::collections::BTreeMap::new();
     for p in 0..3u32 {
@@ -448,25 +441,24 @@ fn inverted_index_lists_sorted_documents_per_word() {
     std::fs::write(&input, text).unwrap();
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("out");
-    let r = cluster.sluice(&[
-        "submit",
+    let r = cluster.submit(
         "inverted-index",
-        "--binary",
-        s(&bin),
-        "--coordinator",
-        cluster.url(),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--split-size",
-        "2KiB",
-        "--reducers",
-        "2",
-        "--format",
-        "tsv",
-        "--wait",
-    ]);
+        &[
+            "--binary",
+            s(&bin),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--split-size",
+            "2KiB",
+            "--reducers",
+            "2",
+            "--format",
+            "tsv",
+            "--wait",
+        ],
+    );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for e in std::fs::read_dir(&out).unwrap().flatten() {

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use sluice_core::digest::{is_sha256_hex, to_hex};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 
@@ -10,11 +11,6 @@ use tokio_stream::{Stream, StreamExt};
 #[derive(Debug, Clone)]
 pub(crate) struct BinaryStore {
     dir: PathBuf,
-}
-
-/// Hex of a SHA-256 digest.
-pub(crate) fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl BinaryStore {
@@ -26,8 +22,7 @@ impl BinaryStore {
 
     /// Where the binary with this hash lives, if `sha256` is a well-formed hash.
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
-        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| self.dir.join(sha256.to_ascii_lowercase()))
+        is_sha256_hex(sha256).then(|| self.dir.join(sha256.to_ascii_lowercase()))
     }
 
     /// Writes chunks to a temporary file while hashing them, then renames it to its hash.
@@ -61,7 +56,7 @@ impl BinaryStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        let sha = hex(&hasher.finalize());
+        let sha = to_hex(&hasher.finalize());
         let dst = self.dir.join(&sha);
         tokio::fs::rename(&tmp, &dst)
             .await

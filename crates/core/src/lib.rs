@@ -3,6 +3,7 @@
 //! This crate links no async runtime so that user job crates that depend on it stay small.
 
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod ids;
 pub mod size;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use sluice_core::digest::{is_sha256_hex, to_hex};
 use sluice_rpc::pb::FetchBinaryRequest;
 use sluice_rpc::ControlClient;
 use sluice_worker::protocol::{read_msg, write_msg, Request, Response};
@@ -49,10 +50,6 @@ pub(crate) struct Workers {
     fetch_lock: Mutex<()>,
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn signal_name(sig: i32) -> &'static str {
     match sig {
         4 => "SIGILL",
@@ -88,7 +85,7 @@ impl Workers {
             msg,
             retryable: false,
         };
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_sha256_hex(sha256) {
             return Err(fatal(format!("'{sha256}' is not a SHA-256 hash")));
         }
         let path = self.bin_dir.join(sha256);
@@ -125,7 +122,7 @@ impl Workers {
         }
         file.flush().await.map_err(io)?;
         drop(file);
-        let got = hex(&hasher.finalize());
+        let got = to_hex(&hasher.finalize());
         if !got.eq_ignore_ascii_case(sha256) {
             let _ = tokio::fs::remove_file(&tmp).await;
             warn!(announced = %sha256, received = %got, "job binary refused: hash mismatch");
@@ -143,11 +140,15 @@ impl Workers {
 
     /// The socket of this job's worker, starting one if there is none (or it died).
     async fn socket(&self, job_id: &str, sha256: &str) -> Result<PathBuf, WorkerError> {
+        // Every task asks: a live worker answers without touching the binary cache.
+        if let Some(s) = self.live_socket(job_id).await {
+            return Ok(s);
+        }
         let binary = self.binary(sha256).await?;
         let mut procs = self.procs.lock().await;
         if let Some(p) = procs.get_mut(job_id) {
             if matches!(p.child.try_wait(), Ok(None)) {
-                return Ok(p.socket.clone());
+                return Ok(p.socket.clone()); // another task started it meanwhile
             }
             procs.remove(job_id);
         }
@@ -229,6 +230,13 @@ impl Workers {
             },
         );
         Ok(socket)
+    }
+
+    /// The socket of this job's worker if it is running.
+    async fn live_socket(&self, job_id: &str) -> Option<PathBuf> {
+        let mut procs = self.procs.lock().await;
+        let p = procs.get_mut(job_id)?;
+        matches!(p.child.try_wait(), Ok(None)).then(|| p.socket.clone())
     }
 
     /// Runs one task in the job's worker. `what` names the task and its input for messages.

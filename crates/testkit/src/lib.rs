@@ -603,6 +603,13 @@ impl Cluster {
     pub fn sluice<S: AsRef<OsStr>>(&self, args: &[S]) -> CmdOutput {
         sluice(&self.bin, args)
     }
+
+    /// Runs `sluice submit JOB --coordinator URL ARGS...` against this cluster.
+    pub fn submit(&self, job: &str, args: &[&str]) -> CmdOutput {
+        let mut all = vec!["submit", job, "--coordinator", self.url.as_str()];
+        all.extend_from_slice(args);
+        self.sluice(&all)
+    }
 }
 
 impl Drop for Cluster {
