@@ -23,7 +23,7 @@ fn map_side(c: &mut Criterion) {
     });
     let job = sluice_udf::wordcount::job();
     g.bench_function("run_map_4_partitions", |b| {
-        b.iter(|| job.run_map(&text, 4).map(|o| o.records_out).unwrap_or(0))
+        b.iter(|| job.map_text(&text, 4).map(|o| o.records_out).unwrap_or(0))
     });
     g.finish();
 }

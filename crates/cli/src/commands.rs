@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 use sluice_core::config::{CoordinatorConfig, ExecutorConfig};
-use sluice_core::{parse_byte_size, JobSpec, OutputFormat};
+use sluice_core::{parse_byte_size, InputFormat, JobSpec, OutputFormat};
 use sluice_rpc::pb::{self, CancelJobRequest, GetJobRequest, ListJobsRequest, SubmitJobRequest};
-use sluice_udf::Registry;
+use sluice_udf::{JobDefaults, Registry};
 use tokio::net::TcpListener;
 
 use crate::error::CliError;
@@ -22,52 +22,88 @@ fn cores() -> u32 {
         .unwrap_or(2)
 }
 
-/// Checks the flags and builds a spec; nothing is written here.
-fn job_spec(a: &JobArgs, output: String) -> Result<JobSpec, CliError> {
-    let registry = Registry::builtin();
-    job_spec_with(a, output, &registry.names())
+/// The jobs a registry or a job binary holds, with their defaults set in code.
+type Known = BTreeMap<String, JobDefaults>;
+
+fn known_jobs(registry: &Registry) -> Known {
+    registry
+        .names()
+        .into_iter()
+        .filter_map(|n| Some((n.clone(), registry.get(&n)?.defaults().clone())))
+        .collect()
 }
 
-/// As [`job_spec`], for a job that one of `known` names.
-fn job_spec_with(a: &JobArgs, output: String, known: &[String]) -> Result<JobSpec, CliError> {
-    if !known.contains(&a.job) {
-        return Err(CliError::Usage(format!(
-            "unknown job '{}'; known jobs: {}",
-            a.job,
-            known.join(", ")
-        )));
+/// The job the flags name; a program with one job needs no name.
+fn pick_job(a: &JobArgs, known: &Known) -> Result<(String, JobDefaults), CliError> {
+    let names = || known.keys().cloned().collect::<Vec<_>>().join(", ");
+    let name = match (&a.job, known.len()) {
+        (Some(j), _) => j.clone(),
+        (None, 1) => known.keys().next().cloned().unwrap_or_default(),
+        (None, _) => {
+            return Err(CliError::Usage(format!(
+                "name the job to run; known jobs: {}",
+                names()
+            )))
+        }
+    };
+    match known.get(&name) {
+        Some(d) => Ok((name, d.clone())),
+        None => Err(CliError::Usage(format!(
+            "unknown job '{name}'; known jobs: {}",
+            names()
+        ))),
     }
-    let split_size = parse_byte_size(&a.split_size)
-        .map_err(|e| CliError::Usage(format!("--split-size: {e}")))?;
-    let format =
-        OutputFormat::parse(&a.format).map_err(|e| CliError::Usage(format!("--format: {e}")))?;
-    if a.reducers == Some(0) {
+}
+
+/// Checks the flags and builds a spec, taking what the flags leave out from the job's
+/// defaults set in code; nothing is written here. `output` overrides both.
+fn job_spec(a: &JobArgs, known: &Known, output: Option<String>) -> Result<JobSpec, CliError> {
+    let (job, d) = pick_job(a, known)?;
+    let split_size = match &a.split_size {
+        Some(s) => parse_byte_size(s).map_err(|e| CliError::Usage(format!("--split-size: {e}")))?,
+        None => sluice_core::DEFAULT_SPLIT_SIZE,
+    };
+    let format = match &a.format {
+        Some(f) => OutputFormat::parse(f).map_err(|e| CliError::Usage(format!("--format: {e}")))?,
+        None => d.output_format.unwrap_or_default(),
+    };
+    let input_format = match &a.input_format {
+        Some(f) => {
+            InputFormat::parse(f).map_err(|e| CliError::Usage(format!("--input-format: {e}")))?
+        }
+        None => d.input_format.unwrap_or_default(),
+    };
+    let reducers = a.reducers.or(d.reducers);
+    if reducers == Some(0) {
         return Err(CliError::Usage("--reducers must be at least 1".into()));
     }
-    let mut params = BTreeMap::new();
+    let mut params = d.params.clone();
     for p in &a.params {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("--param '{p}' is not KEY=VALUE")))?;
         params.insert(k.to_string(), v.to_string());
     }
+    let output = output
+        .or_else(|| a.output.clone())
+        .or(d.output.clone())
+        .ok_or_else(|| CliError::Usage("no output given; pass --output DIR".into()))?;
     Ok(JobSpec {
-        job: a.job.clone(),
-        inputs: a.inputs.clone(),
+        inputs: if a.inputs.is_empty() {
+            d.inputs.clone()
+        } else {
+            a.inputs.clone()
+        },
+        job,
         output,
         format,
+        input_format,
         split_size,
-        reducers: a.reducers,
+        reducers,
         overwrite: a.overwrite,
         params,
         binary: None,
     })
-}
-
-fn require_output(a: &JobArgs) -> Result<String, CliError> {
-    a.output
-        .clone()
-        .ok_or_else(|| CliError::Usage("no output given; pass --output DIR".into()))
 }
 
 pub async fn run(
@@ -75,17 +111,20 @@ pub async fn run(
     executors: Option<u32>,
     slots: u32,
     top_n: usize,
+    registry: Registry,
 ) -> Result<(), CliError> {
-    let output = match (&a.output, a.inputs.is_empty()) {
-        (Some(o), _) => o.clone(),
-        (None, true) => {
+    let known = known_jobs(&registry);
+    let (_, defaults) = pick_job(&a, &known)?;
+    let no_input = a.inputs.is_empty() && defaults.inputs.is_empty();
+    let output = match (&a.output, &defaults.output, no_input) {
+        (None, None, true) => {
             // No input and no output: try the job on a generated sample, replacing its last output.
             a.overwrite = true;
-            "sample-data/out".to_string()
+            Some("sample-data/out".to_string())
         }
-        (None, false) => require_output(&a)?,
+        _ => None,
     };
-    let mut spec = job_spec(&a, output)?;
+    let mut spec = job_spec(&a, &known, output)?;
     if spec.inputs.is_empty() {
         let dir = PathBuf::from("sample-data/corpus");
         if !dir.join("_DONE").exists() {
@@ -107,7 +146,7 @@ pub async fn run(
         return Err(CliError::Usage("--slots must be at least 1".into()));
     }
     let n = executors.unwrap_or_else(cores).max(1);
-    let status = embedded::run_embedded(spec.clone(), n, slots).await?;
+    let status = embedded::run_embedded(spec.clone(), n, slots, registry).await?;
     finish(&status, &spec, top_n)
 }
 
@@ -200,8 +239,8 @@ pub async fn executor(
     Ok(())
 }
 
-/// Asks a job binary which jobs it holds (`BINARY describe`).
-fn describe_binary(path: &str) -> Result<Vec<String>, CliError> {
+/// Asks a job binary which jobs it holds and their defaults (`BINARY describe`).
+fn describe_binary(path: &str) -> Result<Known, CliError> {
     let out = std::process::Command::new(path)
         .arg("describe")
         .output()
@@ -215,14 +254,14 @@ fn describe_binary(path: &str) -> Result<Vec<String>, CliError> {
             "'{path} describe' did not print its jobs; is it a Sluice job binary (built with sluice_worker::main)?"
         ))
     })?;
-    Ok(v["jobs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|j| j.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default())
+    let mut known: Known = serde_json::from_value(v["defaults"].clone()).unwrap_or_default();
+    // A binary built against an older API lists names only.
+    for name in v["jobs"].as_array().into_iter().flatten() {
+        if let Some(n) = name.as_str() {
+            known.entry(n.to_string()).or_default();
+        }
+    }
+    Ok(known)
 }
 
 /// Uploads a job binary; returns its SHA-256.
@@ -265,11 +304,11 @@ pub async fn submit(
     wait: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let output = require_output(&a)?;
-    let mut spec = match binary {
-        Some(path) => job_spec_with(&a, output, &describe_binary(path)?)?,
-        None => job_spec(&a, output)?,
+    let known = match binary {
+        Some(path) => describe_binary(path)?,
+        None => known_jobs(&Registry::builtin()),
     };
+    let mut spec = job_spec(&a, &known, None)?;
     let mut client = sluice_rpc::jobs_client(coordinator).await?;
     if let Some(path) = binary {
         spec.binary = Some(upload_binary(&mut client, path).await?);

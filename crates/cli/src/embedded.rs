@@ -18,6 +18,7 @@ pub async fn run_embedded(
     spec: JobSpec,
     executors: u32,
     slots: u32,
+    registry: Registry,
 ) -> Result<pb::JobStatus, CliError> {
     let scratch = tempfile::Builder::new()
         .prefix("sluice-run-")
@@ -35,7 +36,7 @@ pub async fn run_embedded(
             scratch.path().join(format!("executor-{i}")),
             slots,
         );
-        handles.push(sluice_executor::start(cfg, Registry::builtin()).await?);
+        handles.push(sluice_executor::start(cfg, registry.clone()).await?);
     }
     let result = async {
         let mut client = sluice_rpc::jobs_client(&url).await?;

@@ -18,7 +18,7 @@ fn mib(b: u64) -> f64 {
 }
 
 fn line(s: &pb::JobStatus) -> String {
-    let st = s.stats.unwrap_or_default();
+    let st = s.stats.clone().unwrap_or_default();
     let rate = if s.elapsed_s > 0.0 {
         mib(st.bytes_read) / s.elapsed_s
     } else {
@@ -89,13 +89,19 @@ pub async fn watch(
 
 /// Prints the final counters of a job, and its error when `show_error`.
 pub fn print_summary(s: &pb::JobStatus, show_error: bool) {
-    let st = s.stats.unwrap_or_default();
+    let st = s.stats.clone().unwrap_or_default();
     let spec = s.spec.clone().unwrap_or_default();
     eprintln!(
         "job {} ({}) {} in {:.2}s: {} maps, {} reduces; {} records in, {} records out; read {:.1} MiB, shuffled {:.1} MiB, wrote {:.1} MiB to {}",
         s.job_id, spec.job, s.state, s.elapsed_s, s.maps_total, s.reduces_total,
         st.records_in, st.records_out, mib(st.bytes_read), mib(st.shuffle_bytes), mib(st.bytes_out), spec.output
     );
+    if !st.counters.is_empty() {
+        let mut c: Vec<_> = st.counters.iter().collect();
+        c.sort();
+        let c: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("  counters: {}", c.join(" "));
+    }
     if show_error && !s.error.is_empty() {
         eprintln!("  error: {}", s.error);
     }
@@ -103,7 +109,7 @@ pub fn print_summary(s: &pb::JobStatus, show_error: bool) {
 
 /// The status as JSON, for `--json`.
 pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
-    let st = s.stats.unwrap_or_default();
+    let st = s.stats.clone().unwrap_or_default();
     let spec = s.spec.clone().unwrap_or_default();
     serde_json::json!({
         "job_id": s.job_id,
@@ -118,6 +124,7 @@ pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
         "reduces_total": s.reduces_total,
         "reduces_done": s.reduces_done,
         "elapsed_s": s.elapsed_s,
+        "counters": st.counters.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "submitted_unix_ms": s.submitted_unix_ms,
         "stats": {
             "bytes_read": st.bytes_read,

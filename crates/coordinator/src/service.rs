@@ -11,7 +11,9 @@ use sluice_core::{JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
 use sluice_rpc::pb::control_server::{Control, ControlServer};
 use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
-use sluice_storage::{list_inputs, plan_splits, Manifest, ManifestFile, OutputCommitter};
+use sluice_storage::{
+    list_inputs, plan_splits, whole_file_splits, Manifest, ManifestFile, OutputCommitter,
+};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -114,7 +116,11 @@ impl Coordinator {
             let files = list_inputs(&s.inputs)?;
             let committer = OutputCommitter::new(&s.output);
             committer.check(s.overwrite)?;
-            let splits = plan_splits(&files, s.split_size);
+            let splits = if s.input_format.is_line_based() {
+                plan_splits(&files, s.split_size)
+            } else {
+                whole_file_splits(&files)
+            };
             committer.setup_job(s.overwrite)?;
             Ok::<_, sluice_storage::StorageError>(splits)
         })

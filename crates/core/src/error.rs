@@ -14,6 +14,9 @@ pub enum CoreError {
     /// An output format other than parquet or tsv.
     #[error("unknown output format '{0}' (use parquet or tsv)")]
     UnknownFormat(String),
+    /// An input format Sluice cannot read.
+    #[error("unknown input format '{0}' (use text, csv, csv-noheader, jsonl or parquet)")]
+    UnknownInputFormat(String),
     /// A state name that is not part of a state machine.
     #[error("unknown {machine} state '{value}'")]
     UnknownState {

@@ -76,6 +76,24 @@ pub struct TaskId {
     pub index: u32,
 }
 
+impl TaskId {
+    /// Map task `index`.
+    pub fn map(index: u32) -> Self {
+        TaskId {
+            kind: TaskKind::Map,
+            index,
+        }
+    }
+
+    /// Reduce task `index` (its partition).
+    pub fn reduce(index: u32) -> Self {
+        TaskId {
+            kind: TaskKind::Reduce,
+            index,
+        }
+    }
+}
+
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let k = match self.kind {

@@ -44,6 +44,53 @@ impl OutputFormat {
     }
 }
 
+/// How input files are read into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum InputFormat {
+    /// Lines of UTF-8 text.
+    #[default]
+    Text,
+    /// Comma-separated values, one record a line; `header` skips each file's first line.
+    Csv {
+        /// The first line of each file names the columns and is not a record.
+        header: bool,
+    },
+    /// One JSON object a line.
+    Jsonl,
+    /// Apache Parquet files, read as Arrow record batches (one split per file).
+    Parquet,
+}
+
+impl InputFormat {
+    /// Wire and CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputFormat::Text => "text",
+            InputFormat::Csv { header: true } => "csv",
+            InputFormat::Csv { header: false } => "csv-noheader",
+            InputFormat::Jsonl => "jsonl",
+            InputFormat::Parquet => "parquet",
+        }
+    }
+
+    /// True for formats read as lines of text, split at byte ranges.
+    pub fn is_line_based(self) -> bool {
+        !matches!(self, InputFormat::Parquet)
+    }
+
+    /// Parses `text`, `csv`, `csv-noheader`, `jsonl` or `parquet`; empty means text.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "" | "text" => Ok(InputFormat::Text),
+            "csv" => Ok(InputFormat::Csv { header: true }),
+            "csv-noheader" => Ok(InputFormat::Csv { header: false }),
+            "jsonl" | "json" => Ok(InputFormat::Jsonl),
+            "parquet" => Ok(InputFormat::Parquet),
+            other => Err(CoreError::UnknownInputFormat(other.to_string())),
+        }
+    }
+}
+
 /// Everything needed to plan and run one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -55,6 +102,9 @@ pub struct JobSpec {
     pub output: String,
     /// Output format.
     pub format: OutputFormat,
+    /// How the input files are read.
+    #[serde(default)]
+    pub input_format: InputFormat,
     /// Target split size in bytes.
     pub split_size: u64,
     /// Reduce tasks; `None` means 2 x total executor slots.

@@ -194,6 +194,7 @@ pub async fn start(
         let env = Arc::new(TaskEnv::new(
             id.clone(),
             store,
+            cfg.work_dir.join("scratch"),
             registry,
             client.clone(),
             workers.clone(),

@@ -6,14 +6,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use sluice_core::{OutputFormat, Split, TaskId, TaskKind};
+use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
 use sluice_shuffle::{fetch_partition, ShuffleStore};
 use sluice_storage::{OutputCommitter, StorageError};
-use sluice_udf::{Job, Registry};
+use sluice_udf::{Counters, Job, Registry};
 use sluice_worker::protocol::{Request, Response};
-use sluice_worker::{MapDone, TaskFailure};
+use sluice_worker::{TaskFailure, TaskInfo};
 
 use crate::workers::{WorkerError, Workers};
 use tokio::sync::Mutex;
@@ -29,6 +29,8 @@ const FETCH_TRIES: u32 = 3;
 pub(crate) struct TaskEnv {
     pub id: Arc<RwLock<String>>,
     store: ShuffleStore,
+    /// Parent of the per-attempt scratch directories.
+    scratch_root: PathBuf,
     registry: Registry,
     control: ControlClient<Channel>,
     shuffle_clients: Mutex<HashMap<String, ShuffleClient<Channel>>>,
@@ -43,6 +45,7 @@ impl TaskEnv {
     pub fn new(
         id: Arc<RwLock<String>>,
         store: ShuffleStore,
+        scratch_root: PathBuf,
         registry: Registry,
         control: ControlClient<Channel>,
         workers: Arc<Workers>,
@@ -51,6 +54,7 @@ impl TaskEnv {
             workers,
             id,
             store,
+            scratch_root,
             registry,
             control,
             shuffle_clients: Mutex::new(HashMap::new()),
@@ -170,10 +174,29 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
         index: a.index,
     };
     let started = std::time::Instant::now();
-    let result = match kind {
-        TaskKind::Map => run_map(&env, &a).await,
-        TaskKind::Reduce => run_reduce(&env, &a, task).await,
+    let spec = a.spec.clone().unwrap_or_default();
+    let info = TaskInfo {
+        job_id: a.job_id.clone(),
+        task,
+        attempt: a.attempt,
+        params: spec.params.clone().into_iter().collect(),
+        scratch_dir: env
+            .scratch_root
+            .join(&a.job_id)
+            .join(format!("{task}-{}", a.attempt)),
     };
+    let result = match tokio::fs::create_dir_all(&info.scratch_dir).await {
+        Err(e) => Err(TaskError::retry(format!(
+            "creating scratch directory {}: {e}",
+            info.scratch_dir.display()
+        ))),
+        Ok(()) => match kind {
+            TaskKind::Map => run_map(&env, &a, &info).await,
+            TaskKind::Reduce => run_reduce(&env, &a, &info).await,
+        },
+    };
+    // The attempt's scratch space goes with it, whatever user code left there.
+    let _ = tokio::fs::remove_dir_all(&info.scratch_dir).await;
     let mut report = TaskReport {
         executor_id: env.executor_id(),
         job_id: a.job_id.clone(),
@@ -210,28 +233,29 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
 
 type Outcome = Result<(pb::Stats, Vec<pb::OutputFile>), TaskError>;
 
-async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment) -> Outcome {
+async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Outcome {
     let spec = a.spec.clone().unwrap_or_default();
     let split: Split = a
         .split
         .as_ref()
         .map(Into::into)
         .ok_or_else(|| TaskError::fatal("map assignment without a split"))?;
-    let stats = |lines, shuffle_bytes| pb::Stats {
+    let input_format =
+        InputFormat::parse(&spec.input_format).map_err(|e| TaskError::fatal(e.to_string()))?;
+    let stats = |lines, shuffle_bytes, counters: Counters| pb::Stats {
         bytes_read: split.end - split.start,
         records_in: lines,
-        records_out: 0,
         shuffle_bytes,
-        bytes_out: 0,
+        counters: counters.into_map().into_iter().collect(),
+        ..Default::default()
     };
     if !spec.binary_sha256.is_empty() {
         let what = format!("task m-{:05} (split {split})", a.index);
         let req = Request::Map {
             job: spec.job.clone(),
-            job_id: a.job_id.clone(),
-            index: a.index,
-            attempt: a.attempt,
+            info: info.clone(),
             split: split.clone(),
+            input_format,
             reducers: a.num_reducers,
             shuffle_root: env.store.root().to_path_buf(),
         };
@@ -243,40 +267,35 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment) -> Outcome {
             Response::Map {
                 lines,
                 shuffle_bytes,
-            } => Ok((stats(lines, shuffle_bytes), Vec::new())),
+                counters,
+            } => Ok((
+                stats(lines, shuffle_bytes, counters.into_iter().collect()),
+                Vec::new(),
+            )),
             other => Err(other.into()),
         };
     }
     let job = lookup(&env.registry, &spec.job)?;
-    let (env2, a2, split2) = (env.clone(), a.clone(), split.clone());
+    let (env2, ctx, reducers) = (env.clone(), info.context(Some(&split)), a.num_reducers);
     let done = tokio::task::spawn_blocking(move || {
         let mut buf = env2.take_buffer();
-        let r = run_map_in_process(job.as_ref(), &env2.store, &a2, &split2, &mut buf);
+        let r = sluice_worker::run_map(
+            job.as_ref(),
+            &env2.store,
+            &ctx,
+            input_format,
+            reducers,
+            &mut buf,
+        );
         env2.give_buffer(buf);
         r
     })
     .await
     .map_err(|e| TaskError::fatal(format!("map task aborted: {e}")))??;
-    Ok((stats(done.lines, done.shuffle_bytes), Vec::new()))
-}
-
-fn run_map_in_process(
-    job: &dyn Job,
-    store: &ShuffleStore,
-    a: &TaskAssignment,
-    split: &Split,
-    buf: &mut Vec<u8>,
-) -> Result<MapDone, TaskError> {
-    Ok(sluice_worker::run_map(
-        job,
-        store,
-        &a.job_id,
-        a.index,
-        a.attempt,
-        split,
-        a.num_reducers,
-        buf,
-    )?)
+    Ok((
+        stats(done.lines, done.shuffle_bytes, done.counters),
+        Vec::new(),
+    ))
 }
 
 async fn fetch_one(
@@ -334,7 +353,8 @@ async fn fetch_one(
     Err(TaskError::retry(last))
 }
 
-async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Outcome {
+async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Outcome {
+    let task = info.task;
     let spec = a.spec.clone().unwrap_or_default();
     let format = OutputFormat::parse(&spec.format).map_err(|e| TaskError::fatal(e.to_string()))?;
     let partition = a.index;
@@ -378,17 +398,19 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
     let (c2, dir2) = (committer.clone(), attempt_dir.clone());
     let written = if spec.binary_sha256.is_empty() {
         let job = lookup(&env.registry, &spec.job)?;
+        let ctx = info.context(None);
         tokio::task::spawn_blocking(move || {
-            sluice_worker::run_reduce(job.as_ref(), &segments, &part, format)
+            sluice_worker::run_reduce(job.as_ref(), &segments, &part, format, &ctx)
+                .map(|d| (d.rows, d.bytes, d.counters))
                 .map_err(TaskError::from)
         })
         .await
         .map_err(|e| TaskError::fatal(format!("reduce task aborted: {e}")))
         .and_then(|r| r)
     } else {
-        reduce_in_worker(env, a, &spec, segments, part, format).await
+        reduce_in_worker(env, a, info, &spec, segments, part, format).await
     };
-    let (rows, bytes) = match written {
+    let (rows, bytes, counters) = match written {
         Ok(w) => w,
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || c2.abort_task(&dir2)).await;
@@ -426,11 +448,10 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
         .collect();
     Ok((
         pb::Stats {
-            bytes_read: 0,
-            records_in: 0,
             records_out: rows,
-            shuffle_bytes: 0,
             bytes_out: bytes,
+            counters: counters.into_map().into_iter().collect(),
+            ..Default::default()
         },
         files,
     ))
@@ -440,11 +461,12 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, task: TaskId) -> Out
 async fn reduce_in_worker(
     env: &Arc<TaskEnv>,
     a: &TaskAssignment,
+    info: &TaskInfo,
     spec: &pb::JobSpec,
     segments: Vec<Vec<u8>>,
     part: PathBuf,
     format: OutputFormat,
-) -> Result<(u64, u64), TaskError> {
+) -> Result<(u64, u64, Counters), TaskError> {
     let dir = env
         .store
         .root()
@@ -472,7 +494,7 @@ async fn reduce_in_worker(
     })?;
     let req = Request::Reduce {
         job: spec.job.clone(),
-        partition: a.index,
+        info: info.clone(),
         segments: paths,
         output: part,
         format,
@@ -484,7 +506,11 @@ async fn reduce_in_worker(
         .await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     match res? {
-        Response::Reduce { rows, bytes } => Ok((rows, bytes)),
+        Response::Reduce {
+            rows,
+            bytes,
+            counters,
+        } => Ok((rows, bytes, counters.into_iter().collect())),
         other => Err(other.into()),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_core::{JobSpec, OutputFormat, Split};
+use sluice_core::{InputFormat, JobSpec, OutputFormat, Split};
 use tonic::transport::{Channel, Endpoint};
 
 /// Generated protobuf messages and gRPC services of package `sluice.v1`.
@@ -106,6 +106,7 @@ impl From<&JobSpec> for pb::JobSpec {
             overwrite: s.overwrite,
             params: s.params.clone().into_iter().collect(),
             binary_sha256: s.binary.clone().unwrap_or_default(),
+            input_format: s.input_format.as_str().to_string(),
         }
     }
 }
@@ -118,6 +119,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             inputs: s.inputs.clone(),
             output: s.output.clone(),
             format: OutputFormat::parse(&s.format)?,
+            input_format: InputFormat::parse(&s.input_format)?,
             split_size: if s.split_size == 0 {
                 sluice_core::DEFAULT_SPLIT_SIZE
             } else {
@@ -161,6 +163,9 @@ impl pb::Stats {
         self.records_out += o.records_out;
         self.shuffle_bytes += o.shuffle_bytes;
         self.bytes_out += o.bytes_out;
+        for (name, n) in &o.counters {
+            *self.counters.entry(name.clone()).or_default() += n;
+        }
     }
 }
 
@@ -175,6 +180,7 @@ mod tests {
             inputs: vec!["/a".into(), "/b/*.txt".into()],
             output: "/out".into(),
             format: OutputFormat::Tsv,
+            input_format: InputFormat::Csv { header: false },
             split_size: 1 << 20,
             reducers: Some(4),
             overwrite: true,

@@ -12,5 +12,7 @@ pub use commit::{Manifest, ManifestFile, OutputCommitter, SUCCESS_FILE, TEMP_DIR
 pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
 pub use output::OutputWriter;
-pub use read::read_key_counts;
-pub use split::{plan_splits, read_split, read_split_text, SplitLines, SplitText};
+pub use read::{read_key_counts, read_parquet};
+pub use split::{
+    plan_splits, read_split, read_split_text, whole_file_splits, SplitLines, SplitText,
+};

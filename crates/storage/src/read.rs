@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice_core::OutputFormat;
+use sluice_core::{OutputFormat, Split};
 
 use crate::error::io;
 use crate::{OutputCommitter, StorageError};
@@ -17,6 +18,18 @@ fn bad(path: &Path, reason: impl Into<String>) -> StorageError {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
+}
+
+/// Reads every record batch of the Parquet file `split` names (a whole-file split).
+pub fn read_parquet(split: &Split) -> Result<Vec<RecordBatch>, StorageError> {
+    let path = Path::new(&split.path);
+    let file = File::open(path).map_err(io("opening input", path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    reader
+        .map(|b| b.map_err(|e| bad(path, e.to_string())))
+        .collect()
 }
 
 /// Reads every row of a committed `(utf8 key, int64 count)` output, as listed in its manifest.

@@ -42,6 +42,20 @@ pub fn plan_splits(files: &[InputFile], split_size: u64) -> Vec<Split> {
     splits
 }
 
+/// One split per file, for formats that are not split at byte ranges (Parquet).
+pub fn whole_file_splits(files: &[InputFile]) -> Vec<Split> {
+    files
+        .iter()
+        .filter(|f| f.len > 0)
+        .map(|f| Split {
+            path: f.path.clone(),
+            start: 0,
+            end: f.len,
+            file_len: f.len,
+        })
+        .collect()
+}
+
 /// The whole lines a split owns, owned (see [`read_split`] for the buffer-reusing form).
 #[derive(Debug)]
 pub struct SplitText {

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::Combiner;
+use crate::{Combiner, Counters, TaskContext};
 
 pub(crate) type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -40,17 +40,40 @@ pub(crate) fn keep_table<K: 'static, V: 'static>(mut t: Table<K, V>) {
     }
 }
 
+/// The context of code that runs outside a task (unit tests, doc examples).
+static NO_TASK: std::sync::LazyLock<TaskContext> = std::sync::LazyLock::new(TaskContext::default);
+
+/// The context of code that runs outside a task.
+pub(crate) fn no_task() -> &'static TaskContext {
+    &NO_TASK
+}
+
 /// Collects a map task's output; with a combiner it folds values per key as they arrive, so a
-/// repeated key costs one hash lookup and no allocation.
+/// repeated key costs one hash lookup and no allocation. It also carries the task's context
+/// and counters, as Hadoop's `Context`.
+///
+/// ```
+/// use sluice_udf::{Emitter, SumCombiner};
+///
+/// let mut out: Emitter<'_, String, i64> = Emitter::new(Some(&SumCombiner), 16);
+/// out.emit_ref("a", 1);
+/// out.emit("a".to_string(), 2);
+/// out.count("seen", 2);
+/// assert_eq!(out.len(), 1); // combined into ("a", 3)
+/// assert_eq!(out.counters().get("seen"), 2);
+/// assert_eq!(out.context().attempt(), 0);
+/// ```
 pub struct Emitter<'c, K, V> {
     combiner: Option<&'c dyn Combiner<K, V>>,
     table: Table<K, V>,
     list: Vec<(K, V)>,
     emitted: u64,
+    ctx: &'c TaskContext,
+    counters: Counters,
 }
 
 impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
-    /// An emitter that combines with `combiner` when one is given.
+    /// An emitter outside any task, combining with `combiner` when one is given.
     pub fn new(combiner: Option<&'c dyn Combiner<K, V>>, capacity: usize) -> Self {
         Emitter {
             combiner,
@@ -60,7 +83,35 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
             ),
             list: Vec::new(),
             emitted: 0,
+            ctx: &NO_TASK,
+            counters: Counters::default(),
         }
+    }
+
+    /// Sets the task context user code sees.
+    pub(crate) fn in_task(mut self, ctx: &'c TaskContext) -> Self {
+        self.ctx = ctx;
+        self
+    }
+
+    /// The task this map runs in.
+    pub fn context(&self) -> &TaskContext {
+        self.ctx
+    }
+
+    /// Adds `n` to the user counter `name`.
+    pub fn count(&mut self, name: &str, n: i64) {
+        self.counters.add(name, n);
+    }
+
+    /// The user counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Takes the user counters out.
+    pub(crate) fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
     }
 
     /// Emits an owned key.
@@ -104,6 +155,8 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
             table,
             list: Vec::new(),
             emitted: 0,
+            ctx: &NO_TASK,
+            counters: Counters::default(),
         }
     }
 
@@ -130,6 +183,77 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
     /// Takes every held pair out.
     pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> + '_ {
         self.table.drain().chain(self.list.drain(..))
+    }
+}
+
+/// Collects a reduce task's output records, with the task's context and counters.
+///
+/// ```
+/// use sluice_udf::Output;
+///
+/// let mut out: Output<'_, (String, i64)> = Output::default();
+/// out.push(("a".into(), 3));
+/// out.count("groups", 1);
+/// assert_eq!(out.rows().len(), 1);
+/// assert_eq!(out.counters().get("groups"), 1);
+/// ```
+pub struct Output<'c, T> {
+    rows: Vec<T>,
+    ctx: &'c TaskContext,
+    counters: Counters,
+}
+
+impl<T> Default for Output<'_, T> {
+    fn default() -> Self {
+        Output {
+            rows: Vec::new(),
+            ctx: &NO_TASK,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl<'c, T> Output<'c, T> {
+    /// An output for a reduce that runs in `ctx`.
+    pub(crate) fn in_task(ctx: &'c TaskContext) -> Self {
+        Output {
+            rows: Vec::new(),
+            ctx,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Adds an output record.
+    pub fn push(&mut self, row: T) {
+        self.rows.push(row);
+    }
+
+    /// The records pushed and not yet written.
+    pub fn rows(&self) -> &[T] {
+        &self.rows
+    }
+
+    /// The task this reduce runs in.
+    pub fn context(&self) -> &TaskContext {
+        self.ctx
+    }
+
+    /// Adds `n` to the user counter `name`.
+    pub fn count(&mut self, name: &str, n: i64) {
+        self.counters.add(name, n);
+    }
+
+    /// The user counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn rows_mut(&mut self) -> &mut Vec<T> {
+        &mut self.rows
+    }
+
+    pub(crate) fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
     }
 }
 

@@ -18,6 +18,15 @@ pub enum UdfError {
     /// A custom partitioner returned a partition out of range.
     #[error("{0}")]
     Partition(String),
+    /// An input record could not be read as the mapper's input type.
+    #[error("{0}")]
+    Input(String),
+    /// A job parameter is missing or malformed.
+    #[error("{0}")]
+    Param(String),
+    /// User code reported an error (a batch mapper or reducer).
+    #[error("{0}")]
+    User(String),
     /// Output from the sink failed.
     #[error("{0}")]
     Sink(String),

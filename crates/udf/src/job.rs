@@ -1,15 +1,20 @@
 //! Type-erased jobs: what the executor calls, whatever the user's key, value and output types.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::BinaryBuilder;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_arrow::schema::{SchemaLike, TracingOptions};
+use sluice_core::{InputFormat, OutputFormat};
 
-use crate::{Combiner, Emitter, Mapper, Partitioner, Reducer, UdfError};
+use crate::{
+    encode_sortable, Combiner, Counters, Emitter, Input, KeyOrder, MapInput, Mapper, Output,
+    Partitioner, Reducer, TaskContext, UdfError,
+};
 
 /// Rows per output batch handed to the output writer.
 const OUTPUT_BATCH_ROWS: usize = 64 * 1024;
@@ -33,10 +38,12 @@ pub struct MapOutput {
     pub records_out: u64,
     /// Time spent in the mapper, and in encoding, partitioning and sorting.
     pub timing: (std::time::Duration, std::time::Duration),
+    /// User counters of this attempt.
+    pub counters: Counters,
 }
 
 /// What a reduce task produced.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ReduceCounts {
     /// Shuffle rows read.
     pub records_in: u64,
@@ -44,34 +51,132 @@ pub struct ReduceCounts {
     pub groups: u64,
     /// Output rows.
     pub records_out: u64,
+    /// User counters of this attempt.
+    pub counters: Counters,
 }
+
+/// What a job's author set in code: where it reads and writes by default, how, and with
+/// which parameters. Command-line flags override each of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobDefaults {
+    /// Input files, directories or globs.
+    pub inputs: Vec<String>,
+    /// How the input is read.
+    pub input_format: Option<InputFormat>,
+    /// Output directory.
+    pub output: Option<String>,
+    /// Output file format.
+    pub output_format: Option<OutputFormat>,
+    /// Number of reduce tasks (partitions).
+    pub reducers: Option<u32>,
+    /// Job parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+/// Builder methods every job type shares, so each reads `JobDef::new(..).input(..)`.
+macro_rules! job_builder_methods {
+    () => {
+        /// Adds an input file, directory or glob (repeatable).
+        pub fn input(mut self, path: impl Into<String>) -> Self {
+            self.defaults.inputs.push(path.into());
+            self
+        }
+
+        /// Sets how the input is read (text lines by default).
+        pub fn input_format(mut self, format: sluice_core::InputFormat) -> Self {
+            self.defaults.input_format = Some(format);
+            self
+        }
+
+        /// Sets the output directory.
+        pub fn output(mut self, path: impl Into<String>) -> Self {
+            self.defaults.output = Some(path.into());
+            self
+        }
+
+        /// Sets the output file format (Parquet by default).
+        pub fn output_format(mut self, format: sluice_core::OutputFormat) -> Self {
+            self.defaults.output_format = Some(format);
+            self
+        }
+
+        /// Sets the number of reduce tasks, which is the number of output files.
+        pub fn reducers(mut self, n: u32) -> Self {
+            self.defaults.reducers = Some(n);
+            self
+        }
+
+        /// Sets a job parameter, which tasks read with `context().param(name)`.
+        pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.defaults.params.insert(name.into(), value.into());
+            self
+        }
+    };
+}
+pub(crate) use job_builder_methods;
 
 /// A job as the executor sees it: bytes and batches in, batches out.
 pub trait Job: Send + Sync {
     /// The registered name.
     fn name(&self) -> &str;
 
+    /// What the job's author set in code (input, output, formats, reducers, parameters).
+    fn defaults(&self) -> &JobDefaults;
+
     /// The Arrow schema of the output rows.
     fn output_schema(&self) -> Result<SchemaRef, UdfError>;
 
-    /// Maps whole lines of text into `partitions` key-sorted shuffle batches.
-    fn run_map(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError>;
+    /// Maps one split's records into `partitions` key-sorted shuffle batches.
+    fn run_map(
+        &self,
+        input: MapInput<'_>,
+        partitions: u32,
+        ctx: &TaskContext,
+    ) -> Result<MapOutput, UdfError>;
 
     /// Reduces key-sorted shuffle rows (`(key, value)` encoded), giving output batches to `sink`.
     fn run_reduce<'a>(
         &self,
         input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
+        ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError>;
+
+    /// Maps `text` (a whole file, in the job's input format) outside any task: for tests.
+    fn map_text(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError> {
+        let format = self.defaults().input_format.unwrap_or_default();
+        self.run_map(
+            MapInput::text(text, format, 0),
+            partitions,
+            &TaskContext::default(),
+        )
+    }
 }
 
-/// A job built from a mapper, an optional combiner and a reducer with matching types.
+/// A job built from a mapper, an optional combiner and a reducer with matching types, plus
+/// what it reads and writes by default.
+///
+/// ```
+/// use sluice_udf::{Job, JobDef, SumCombiner};
+/// use sluice_udf::wordcount::{WordCountMapper, WordCountReducer};
+///
+/// let job = JobDef::new("wc", WordCountMapper, WordCountReducer)
+///     .with_combiner(SumCombiner)
+///     .input("corpus/")
+///     .output("counts/")
+///     .reducers(4)
+///     .param("min_count", "2");
+/// assert_eq!(job.defaults().reducers, Some(4));
+/// assert_eq!(job.defaults().params["min_count"], "2");
+/// ```
 pub struct JobDef<M: Mapper, R> {
     name: String,
     mapper: M,
     combiner: Option<Box<dyn Combiner<M::Key, M::Value>>>,
     partitioner: Option<Box<dyn Partitioner<M::Key>>>,
+    order: Option<Box<dyn KeyOrder<M::Key>>>,
     reducer: R,
+    defaults: JobDefaults,
 }
 
 impl<M, R> JobDef<M, R>
@@ -86,8 +191,31 @@ where
             mapper,
             combiner: None,
             partitioner: None,
+            order: None,
             reducer,
+            defaults: JobDefaults::default(),
         }
+    }
+
+    job_builder_methods!();
+
+    /// Replaces the natural key order reducers see keys in (see [`KeyOrder`]).
+    ///
+    /// ```
+    /// use sluice_udf::{Descending, Job, JobDef, KeyOrder, SmallString, SumCombiner};
+    /// use sluice_udf::wordcount::{WordCountMapper, WordCountReducer};
+    ///
+    /// let job = JobDef::new("wc-desc", WordCountMapper, WordCountReducer)
+    ///     .with_combiner(SumCombiner)
+    ///     .with_key_order(Descending);
+    /// let map = job.map_text("apple kiwi fig", 1).unwrap();
+    /// let keys = map.partitions[0].column(0).as_any().downcast_ref::<arrow_array::BinaryArray>().unwrap();
+    /// let first: SmallString = Descending.decode(keys.value(0)).unwrap();
+    /// assert_eq!(first.as_str(), "kiwi"); // largest first
+    /// ```
+    pub fn with_key_order(mut self, order: impl KeyOrder<M::Key> + 'static) -> Self {
+        self.order = Some(Box::new(order));
+        self
     }
 
     /// Replaces the default partitioning (a hash of the encoded key) with `p`.
@@ -108,20 +236,11 @@ fn output_fields<T: Serialize + DeserializeOwned>() -> Result<Vec<FieldRef>, Udf
         .map_err(|e| UdfError::Output(e.to_string()))
 }
 
-fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), UdfError> {
-    let mut ser = memcomparable::Serializer::new(buf);
-    value
-        .serialize(&mut ser)
-        .map_err(|e| UdfError::Encode(e.to_string()))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UdfError> {
-    memcomparable::from_slice(bytes).map_err(|e| UdfError::Decode(e.to_string()))
-}
+use crate::api::decode_sortable as decode;
 
 /// One encoded pair: its partition, the first key bytes as a number, and arena offsets.
 #[derive(Clone, Copy)]
-struct Rec {
+pub(crate) struct Rec {
     partition: u32,
     prefix: u64,
     key: (u32, u32),
@@ -138,15 +257,19 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
     partitions: u32,
     size_hint: usize,
     partitioner: Option<&dyn Partitioner<K>>,
+    order: Option<&dyn KeyOrder<K>>,
 ) -> Result<Vec<RecordBatch>, UdfError> {
     let n = partitions.max(1);
     let mut arena: Vec<u8> = Vec::with_capacity(size_hint * 32);
     let mut recs: Vec<Rec> = Vec::with_capacity(size_hint);
     for (k, v) in pairs {
         let ks = arena.len();
-        encode_into(&k, &mut arena)?;
+        match order {
+            None => encode_sortable(&k, &mut arena)?,
+            Some(o) => o.encode(&k, &mut arena)?,
+        }
         let ke = arena.len();
-        encode_into(&v, &mut arena)?;
+        encode_sortable(&v, &mut arena)?;
         let key = &arena[ks..ke];
         let partition = match partitioner {
             None => (xxhash_rust::xxh3::xxh3_64(key) % n as u64) as u32,
@@ -166,6 +289,36 @@ pub(crate) fn partition_sorted<K: Serialize, V: Serialize>(
             value_end: offset(arena.len())?,
         });
     }
+    sorted_batches(&arena, recs, n)
+}
+
+/// Pushes one already encoded pair (key bytes, then value bytes, at the end of `arena`).
+pub(crate) fn push_raw(
+    arena: &mut Vec<u8>,
+    recs: &mut Vec<Rec>,
+    key: &[u8],
+    value: &[u8],
+    partitions: u32,
+) -> Result<(), UdfError> {
+    let ks = arena.len();
+    arena.extend_from_slice(key);
+    let ke = arena.len();
+    arena.extend_from_slice(value);
+    recs.push(Rec {
+        partition: (xxhash_rust::xxh3::xxh3_64(key) % partitions.max(1) as u64) as u32,
+        prefix: prefix(key),
+        key: (offset(ks)?, offset(ke)?),
+        value_end: offset(arena.len())?,
+    });
+    Ok(())
+}
+
+/// Sorts encoded pairs by partition and key, and builds one shuffle batch per partition.
+pub(crate) fn sorted_batches(
+    arena: &[u8],
+    mut recs: Vec<Rec>,
+    n: u32,
+) -> Result<Vec<RecordBatch>, UdfError> {
     let bytes = |r: &Rec| &arena[r.key.0 as usize..r.key.1 as usize];
     // Radix-sort on the first 8 key bytes, then a stable pass by partition keeps that order
     // within each partition; the rare runs of equal prefixes are then ordered by whole keys.
@@ -230,24 +383,57 @@ where
         &self.name
     }
 
+    fn defaults(&self) -> &JobDefaults {
+        &self.defaults
+    }
+
     fn output_schema(&self) -> Result<SchemaRef, UdfError> {
         Ok(Arc::new(Schema::new(output_fields::<R::Out>()?)))
     }
 
-    fn run_map(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError> {
+    fn run_map(
+        &self,
+        input: MapInput<'_>,
+        partitions: u32,
+        ctx: &TaskContext,
+    ) -> Result<MapOutput, UdfError> {
         // A guess at distinct keys that saves most rehashing for text-like input.
-        let capacity = (text.len() / 128).clamp(1024, 1 << 20);
+        let capacity = match input {
+            MapInput::Text { text, .. } => (text.len() / 128).clamp(1024, 1 << 20),
+            MapInput::Batches(b) => b
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+                .clamp(1024, 1 << 20),
+        };
         let mut out = match self.combiner.as_deref() {
             Some(c) => Emitter::with_table(c, crate::emit::take_table(capacity)),
             None => Emitter::new(None, 0),
-        };
+        }
+        .in_task(ctx);
         let t0 = std::time::Instant::now();
-        self.mapper.map_lines(text, &mut out);
+        let handled = match input {
+            MapInput::Text {
+                text,
+                format: InputFormat::Text,
+                ..
+            } => self.mapper.map_text(text, &mut out),
+            _ => false,
+        };
+        if !handled {
+            M::In::for_each_record(input, ctx, |r| self.mapper.map(r, &mut out))?;
+        }
         let t1 = std::time::Instant::now();
         let emitted = out.emitted();
         let held = out.len();
-        let partitions =
-            partition_sorted(out.drain(), partitions, held, self.partitioner.as_deref())?;
+        let counters = out.take_counters();
+        let partitions = partition_sorted(
+            out.drain(),
+            partitions,
+            held,
+            self.partitioner.as_deref(),
+            self.order.as_deref(),
+        )?;
         crate::emit::keep_table(out.into_table());
         let t2 = std::time::Instant::now();
         Ok(MapOutput {
@@ -255,6 +441,7 @@ where
             records_emitted: emitted,
             records_out: held as u64,
             timing: (t1 - t0, t2 - t1),
+            counters,
         })
     }
 
@@ -262,11 +449,13 @@ where
         &self,
         input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
+        ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError> {
         let fields = output_fields::<R::Out>()?;
         let mut counts = ReduceCounts::default();
-        let mut buf: Vec<R::Out> = Vec::new();
-        let mut flush = |buf: &mut Vec<R::Out>, counts: &mut ReduceCounts| {
+        let mut out: Output<'_, R::Out> = Output::in_task(ctx);
+        let mut flush = |out: &mut Output<'_, R::Out>, counts: &mut ReduceCounts| {
+            let buf = out.rows_mut();
             if buf.is_empty() {
                 return Ok(());
             }
@@ -278,7 +467,10 @@ where
         };
         let mut input = input.peekable();
         while let Some((kb, vb)) = input.next() {
-            let key: M::Key = decode(kb)?;
+            let key: M::Key = match self.order.as_deref() {
+                None => decode(kb)?,
+                Some(o) => o.decode(kb)?,
+            };
             let mut group = GroupValues {
                 first: Some(vb),
                 key: kb,
@@ -287,18 +479,19 @@ where
                 read: 0,
                 _v: std::marker::PhantomData,
             };
-            self.reducer.reduce(key, &mut group, &mut buf);
+            self.reducer.reduce(key, &mut group, &mut out);
             for _ in group.by_ref() {}
             counts.records_in += group.read;
             counts.groups += 1;
             if let Some(e) = group.err {
                 return Err(e);
             }
-            if buf.len() >= OUTPUT_BATCH_ROWS {
-                flush(&mut buf, &mut counts)?;
+            if out.rows().len() >= OUTPUT_BATCH_ROWS {
+                flush(&mut out, &mut counts)?;
             }
         }
-        flush(&mut buf, &mut counts)?;
+        flush(&mut out, &mut counts)?;
+        counts.counters = out.take_counters();
         Ok(counts)
     }
 }
@@ -366,7 +559,7 @@ mod tests {
         let job = JobDef::new("by-length", WordCountMapper, WordCountReducer)
             .with_combiner(SumCombiner)
             .with_partitioner(ByLength);
-        let out = job.run_map("a bb ccc dddd a bb eeeee", 3).unwrap();
+        let out = job.map_text("a bb ccc dddd a bb eeeee", 3).unwrap();
         for (p, batch) in out.partitions.iter().enumerate() {
             let keys = batch
                 .column(0)
@@ -385,7 +578,7 @@ mod tests {
     #[test]
     fn out_of_range_partition_is_an_error() {
         let job = JobDef::new("broken", WordCountMapper, WordCountReducer).with_partitioner(Broken);
-        let e = job.run_map("x y", 2).unwrap_err().to_string();
+        let e = job.map_text("x y", 2).unwrap_err().to_string();
         assert!(e.contains("partition 5 for 2 partitions"), "{e}");
     }
 }

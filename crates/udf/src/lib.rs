@@ -5,10 +5,11 @@
 //! memcomparable encoding, so sorting the encoded bytes groups equal keys in key order.
 //!
 //! ```
-//! use sluice_udf::{Emitter, JobDef, Mapper, Reducer, Registry, SumCombiner};
+//! use sluice_udf::{Emitter, Job, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
 //!
 //! struct Lengths;
 //! impl Mapper for Lengths {
+//!     type In = str; // lines of text
 //!     type Key = u64;
 //!     type Value = i64;
 //!     fn map(&self, line: &str, out: &mut Emitter<'_, u64, i64>) {
@@ -24,7 +25,7 @@
 //!     type Key = u64;
 //!     type Value = i64;
 //!     type Out = Row;
-//!     fn reduce(&self, len: u64, values: &mut dyn Iterator<Item = i64>, out: &mut Vec<Row>) {
+//!     fn reduce(&self, len: u64, values: &mut dyn Iterator<Item = i64>, out: &mut Output<'_, Row>) {
 //!         out.push(Row { len, lines: values.sum() });
 //!     }
 //! }
@@ -32,22 +33,31 @@
 //! let mut registry = Registry::new();
 //! registry.register(JobDef::new("line-lengths", Lengths, CountLines).with_combiner(SumCombiner));
 //! let job = registry.get("line-lengths").unwrap();
-//! let out = job.run_map("ab\ncd\nxyz\n", 2).unwrap();
+//! let out = job.map_text("ab\ncd\nxyz\n", 2).unwrap();
 //! assert_eq!(out.records_out, 2); // combined: (2, 2) and (3, 1)
 //! ```
 
 mod api;
+mod batch;
+mod context;
 mod emit;
 mod error;
+mod input;
 mod job;
 mod registry;
 mod small;
 pub mod text;
 pub mod wordcount;
 
-pub use api::{Combiner, Mapper, Partitioner, Reducer, SumCombiner};
-pub use emit::Emitter;
+pub use api::{
+    decode_sortable, encode_sortable, Combiner, Descending, KeyOrder, Mapper, Partitioner, Reducer,
+    SumCombiner,
+};
+pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
+pub use context::{Counters, TaskContext};
+pub use emit::{Emitter, Output};
 pub use error::UdfError;
-pub use job::{shuffle_schema, Job, JobDef, MapOutput, ReduceCounts};
+pub use input::{Input, MapInput};
+pub use job::{shuffle_schema, Job, JobDef, JobDefaults, MapOutput, ReduceCounts};
 pub use registry::Registry;
 pub use small::SmallString;

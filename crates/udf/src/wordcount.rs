@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::text::for_each_token;
-use crate::{Emitter, JobDef, Mapper, Reducer, SmallString, SumCombiner};
+use crate::{Emitter, JobDef, Mapper, Output, Reducer, SmallString, SumCombiner};
 
 /// Emits `(token, 1)` for every whitespace-separated token, bytes kept as they are.
 ///
@@ -12,6 +12,7 @@ use crate::{Emitter, JobDef, Mapper, Reducer, SmallString, SumCombiner};
 pub struct WordCountMapper;
 
 impl Mapper for WordCountMapper {
+    type In = str;
     type Key = SmallString;
     type Value = i64;
 
@@ -20,8 +21,9 @@ impl Mapper for WordCountMapper {
     }
 
     // Newlines are white space too, so a chunk of lines tokenizes as one text.
-    fn map_lines(&self, text: &str, out: &mut Emitter<'_, SmallString, i64>) {
+    fn map_text(&self, text: &str, out: &mut Emitter<'_, SmallString, i64>) -> bool {
         self.map(text, out);
+        true
     }
 }
 
@@ -47,7 +49,7 @@ impl Reducer for WordCountReducer {
         &self,
         word: SmallString,
         values: &mut dyn Iterator<Item = i64>,
-        out: &mut Vec<WordCountRow>,
+        out: &mut Output<'_, WordCountRow>,
     ) {
         out.push(WordCountRow {
             word: word.into_string(),
@@ -73,7 +75,7 @@ mod tests {
     fn map_then_reduce_counts_exactly() {
         let job = super::job();
         let text = "b a a\nc  b a\r\nä ä\n";
-        let out = job.run_map(text, 3).unwrap();
+        let out = job.map_text(text, 3).unwrap();
         assert_eq!(out.records_emitted, 8);
         assert_eq!(out.records_out, 4);
         // Every partition is sorted; feed the sorted union to the reducer.
@@ -92,22 +94,26 @@ mod tests {
         let mut it = rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
         let mut got = BTreeMap::new();
         let counts = job
-            .run_reduce(&mut it, &mut |batch| {
-                let w = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .unwrap();
-                let c = batch
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap();
-                for i in 0..w.len() {
-                    got.insert(w.value(i).to_string(), c.value(i));
-                }
-                Ok(())
-            })
+            .run_reduce(
+                &mut it,
+                &mut |batch| {
+                    let w = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap();
+                    let c = batch
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap();
+                    for i in 0..w.len() {
+                        got.insert(w.value(i).to_string(), c.value(i));
+                    }
+                    Ok(())
+                },
+                &crate::TaskContext::default(),
+            )
             .unwrap();
         assert_eq!(counts.records_out, 4);
         let want: BTreeMap<String, i64> = [("a", 3), ("b", 2), ("c", 1), ("ä", 2)]

@@ -18,5 +18,6 @@ pub mod protocol;
 mod serve;
 mod tasks;
 
-pub use serve::{main, serve, MEMORY_LIMIT_ENV};
-pub use tasks::{run_map, run_reduce, MapDone, TaskFailure};
+pub use protocol::TaskInfo;
+pub use serve::{describe, main, serve, MEMORY_LIMIT_ENV};
+pub use tasks::{run_map, run_reduce, MapDone, ReduceDone, TaskFailure};

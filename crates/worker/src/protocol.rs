@@ -1,15 +1,45 @@
 //! Messages between an executor and its worker processes: length-prefixed JSON on a Unix
 //! socket, one request and one response per task.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sluice_core::{OutputFormat, Split};
+use sluice_core::{InputFormat, OutputFormat, Split, TaskId};
+use sluice_udf::TaskContext;
 
 /// Largest message accepted, as a guard against a confused peer.
 const MAX_MESSAGE: u32 = 64 << 20;
+
+/// What every task tells user code about itself (see `sluice_udf::TaskContext`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Job id.
+    pub job_id: String,
+    /// Map or reduce, and index.
+    pub task: TaskId,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Job parameters.
+    pub params: BTreeMap<String, String>,
+    /// The attempt's scratch directory (the executor creates and removes it).
+    pub scratch_dir: PathBuf,
+}
+
+impl TaskInfo {
+    /// The context user code sees, with the map's split if any.
+    pub fn context(&self, split: Option<&Split>) -> TaskContext {
+        let ctx = TaskContext::new(self.job_id.clone(), self.task, self.attempt)
+            .with_params(self.params.clone())
+            .with_scratch_dir(self.scratch_dir.clone());
+        match split {
+            Some(s) => ctx.with_split(s.clone()),
+            None => ctx,
+        }
+    }
+}
 
 /// A task for a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,14 +48,12 @@ pub enum Request {
     Map {
         /// Registered job name.
         job: String,
-        /// Job id (names the shuffle directory).
-        job_id: String,
-        /// Map task index.
-        index: u32,
-        /// Attempt number.
-        attempt: u32,
+        /// The task.
+        info: TaskInfo,
         /// Input byte range.
         split: Split,
+        /// How the input is read.
+        input_format: InputFormat,
         /// Number of reduce partitions.
         reducers: u32,
         /// The executor's shuffle directory.
@@ -35,8 +63,8 @@ pub enum Request {
     Reduce {
         /// Registered job name.
         job: String,
-        /// Partition index.
-        partition: u32,
+        /// The task (its index is the partition).
+        info: TaskInfo,
         /// Files holding one partition segment of each map output.
         segments: Vec<PathBuf>,
         /// Part file to write (inside the attempt directory).
@@ -51,10 +79,12 @@ pub enum Request {
 pub enum Response {
     /// A map finished.
     Map {
-        /// Input lines read.
+        /// Input records read.
         lines: u64,
         /// Shuffle bytes written.
         shuffle_bytes: u64,
+        /// User counters.
+        counters: BTreeMap<String, i64>,
     },
     /// A reduce finished.
     Reduce {
@@ -62,6 +92,8 @@ pub enum Response {
         rows: u64,
         /// Output bytes.
         bytes: u64,
+        /// User counters.
+        counters: BTreeMap<String, i64>,
     },
     /// The task failed; the worker goes on.
     Failed {
@@ -109,10 +141,25 @@ mod tests {
     #[test]
     fn messages_round_trip_and_eof_is_none() {
         let mut buf = Vec::new();
-        write_msg(&mut buf, &Response::Reduce { rows: 3, bytes: 10 }).unwrap();
+        let counters = BTreeMap::from([("bad".to_string(), 2)]);
+        write_msg(
+            &mut buf,
+            &Response::Reduce {
+                rows: 3,
+                bytes: 10,
+                counters: counters.clone(),
+            },
+        )
+        .unwrap();
         let mut r = buf.as_slice();
         match read_msg::<Response>(&mut r).unwrap() {
-            Some(Response::Reduce { rows, bytes }) => assert_eq!((rows, bytes), (3, 10)),
+            Some(Response::Reduce {
+                rows,
+                bytes,
+                counters: c,
+            }) => {
+                assert_eq!((rows, bytes, c), (3, 10, counters))
+            }
             other => panic!("{other:?}"),
         }
         assert!(read_msg::<Response>(&mut r).unwrap().is_none());

@@ -27,7 +27,7 @@ pub fn main(registry: Registry) -> ExitCode {
             }
         },
         Some("describe") => {
-            println!("{}", serde_json::json!({ "jobs": registry.names() }));
+            println!("{}", describe(&registry));
             ExitCode::SUCCESS
         }
         _ => {
@@ -39,6 +39,19 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What `JOB_BINARY describe` prints: the job names, and each job's defaults set in code.
+pub fn describe(registry: &Registry) -> serde_json::Value {
+    let defaults: serde_json::Map<String, serde_json::Value> = registry
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            let job = registry.get(&n)?;
+            Some((n, serde_json::to_value(job.defaults()).ok()?))
+        })
+        .collect();
+    serde_json::json!({ "jobs": registry.names(), "defaults": defaults })
 }
 
 /// Binds `socket`, says `ready` on stdout, and serves each connection on its own thread until
@@ -100,36 +113,28 @@ fn execute(req: Request, registry: &Registry, buf: &mut Vec<u8>) -> Result<Respo
     match req {
         Request::Map {
             job,
-            job_id,
-            index,
-            attempt,
+            info,
             split,
+            input_format,
             reducers,
             shuffle_root,
         } => {
             let job = lookup(&job)?;
             let store = ShuffleStore::new(shuffle_root);
-            let done = run_map(
-                job.as_ref(),
-                &store,
-                &job_id,
-                index,
-                attempt,
-                &split,
-                reducers,
-                buf,
-            )?;
+            let ctx = info.context(Some(&split));
+            let done = run_map(job.as_ref(), &store, &ctx, input_format, reducers, buf)?;
             Ok(Response::Map {
                 lines: done.lines,
                 shuffle_bytes: done.shuffle_bytes,
+                counters: done.counters.into_map(),
             })
         }
         Request::Reduce {
             job,
+            info,
             segments,
             output,
             format,
-            ..
         } => {
             let job = lookup(&job)?;
             let data = segments
@@ -139,8 +144,12 @@ fn execute(req: Request, registry: &Registry, buf: &mut Vec<u8>) -> Result<Respo
                         .map_err(|e| TaskFailure::retry(format!("reading {}: {e}", p.display())))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let (rows, bytes) = run_reduce(job.as_ref(), &data, &output, format)?;
-            Ok(Response::Reduce { rows, bytes })
+            let done = run_reduce(job.as_ref(), &data, &output, format, &info.context(None))?;
+            Ok(Response::Reduce {
+                rows: done.rows,
+                bytes: done.bytes,
+                counters: done.counters.into_map(),
+            })
         }
     }
 }

@@ -3,10 +3,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use sluice_core::{OutputFormat, Split};
+use sluice_core::{InputFormat, OutputFormat};
 use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
-use sluice_storage::{read_split, OutputWriter, StorageError};
-use sluice_udf::{Job, UdfError};
+use sluice_storage::{read_parquet, read_split, OutputWriter, StorageError};
+use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
 
 /// Why a task attempt failed, and whether another attempt could succeed.
 #[derive(Debug, Clone)]
@@ -72,46 +72,74 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, TaskFailure>) -> Result<
 }
 
 /// What a map task produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MapDone {
-    /// Input lines read.
+    /// Input records read (lines, or Parquet rows).
     pub lines: u64,
     /// Shuffle bytes written.
     pub shuffle_bytes: u64,
+    /// User counters of this attempt.
+    pub counters: Counters,
 }
 
-/// Reads `split` into `buf` (kept by the caller between tasks), maps it, and writes the
-/// partitioned, sorted output into `store`.
-#[allow(clippy::too_many_arguments)]
+/// What a reduce task produced.
+#[derive(Debug, Clone)]
+pub struct ReduceDone {
+    /// Output rows.
+    pub rows: u64,
+    /// Output bytes.
+    pub bytes: u64,
+    /// User counters of this attempt.
+    pub counters: Counters,
+}
+
+/// Reads the split of `ctx` into `buf` (kept by the caller between tasks), maps it, and writes
+/// the partitioned, sorted output into `store`.
 pub fn run_map(
     job: &dyn Job,
     store: &ShuffleStore,
-    job_id: &str,
-    index: u32,
-    attempt: u32,
-    split: &Split,
+    ctx: &TaskContext,
+    format: InputFormat,
     reducers: u32,
     buf: &mut Vec<u8>,
 ) -> Result<MapDone, TaskFailure> {
-    let text = read_split(split, buf)?;
+    let split = ctx
+        .split()
+        .ok_or_else(|| TaskFailure::fatal("a map task came without its split"))?;
     // The coordinator names the task and its split in the job's error.
-    let out = guarded("map", || Ok(job.run_map(text.text, reducers)?))?;
+    let (out, lines) = if format.is_line_based() {
+        let text = read_split(split, buf)?;
+        let input = MapInput::text(text.text, format, text.offset);
+        let out = guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?;
+        (out, text.lines)
+    } else {
+        let batches = read_parquet(split)?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let input = MapInput::Batches(&batches);
+        (
+            guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?,
+            rows,
+        )
+    };
+    let task = ctx.task();
     let info = store
-        .write(job_id, index, attempt, &out.partitions)
+        .write(ctx.job_id(), task.index, ctx.attempt(), &out.partitions)
         .map_err(|e| TaskFailure::retry(e.to_string()))?;
     Ok(MapDone {
-        lines: text.lines,
+        lines,
         shuffle_bytes: info.bytes,
+        counters: out.counters,
     })
 }
 
-/// Merges the partition segments, reduces them and writes `output`; returns rows and bytes.
+/// Merges the partition segments, reduces them and writes `output`.
 pub fn run_reduce<S: AsRef<[u8]>>(
     job: &dyn Job,
     segments: &[S],
     output: &Path,
     format: OutputFormat,
-) -> Result<(u64, u64), TaskFailure> {
+    ctx: &TaskContext,
+) -> Result<ReduceDone, TaskFailure> {
     let mut batches = Vec::new();
     for s in segments {
         batches.extend(decode_segment(s.as_ref()).map_err(|e| TaskFailure::retry(e.to_string()))?);
@@ -119,11 +147,17 @@ pub fn run_reduce<S: AsRef<[u8]>>(
     let schema = job.output_schema()?;
     let mut writer = OutputWriter::create(output, format, schema)?;
     let mut merged = KWayMerge::new(&batches).map_err(|e| TaskFailure::fatal(e.to_string()))?;
-    guarded("reduce", || {
-        job.run_reduce(&mut merged, &mut |b| {
-            writer.write(&b).map_err(|e| UdfError::Sink(e.to_string()))
-        })?;
-        Ok(())
+    let counts = guarded("reduce", || {
+        Ok(job.run_reduce(
+            &mut merged,
+            &mut |b| writer.write(&b).map_err(|e| UdfError::Sink(e.to_string())),
+            ctx,
+        )?)
     })?;
-    Ok(writer.finish()?)
+    let (rows, bytes) = writer.finish()?;
+    Ok(ReduceDone {
+        rows,
+        bytes,
+        counters: counts.counters,
+    })
 }

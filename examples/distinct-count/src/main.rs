@@ -7,12 +7,13 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, JobDef, Mapper, Partitioner, Reducer, Registry};
+use sluice_udf::{Emitter, JobDef, Mapper, Output, Partitioner, Reducer, Registry};
 
 /// Emits `(key, value)` per line.
 struct Pairs;
 
 impl Mapper for Pairs {
+    type In = str;
     type Key = String;
     type Value = String;
 
@@ -47,7 +48,7 @@ impl Reducer for CountDistinct {
         &self,
         key: String,
         values: &mut dyn Iterator<Item = String>,
-        out: &mut Vec<Distinct>,
+        out: &mut Output<'_, Distinct>,
     ) {
         let set: BTreeSet<String> = values.collect();
         out.push(Distinct {
@@ -69,5 +70,5 @@ impl Partitioner<String> for ByInitial {
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
     jobs.register(JobDef::new("distinct-count", Pairs, CountDistinct).with_partitioner(ByInitial));
-    sluice_worker::main(jobs)
+    sluice_cli::job_main(jobs)
 }

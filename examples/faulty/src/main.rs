@@ -1,11 +1,15 @@
 //! A job binary whose jobs fail on purpose, to show that a user's crash fails a task attempt
 //! and never the executor: `panic` panics, `abort` calls `std::process::abort()`, `oom`
-//! allocates until the worker's memory limit stops it. `lines` works: it counts line lengths.
+//! allocates until the worker's memory limit stops it, `segv` writes to an unmapped address
+//! (a real segmentation fault). `lines` works: it counts line lengths.
+
+// The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
+#![allow(unsafe_code)]
 
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, JobDef, Mapper, Reducer, Registry, SumCombiner};
+use sluice_udf::{Emitter, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
 
 /// What the mapper does with its first line.
 #[derive(Clone, Copy)]
@@ -13,12 +17,14 @@ enum Fault {
     Panic,
     Abort,
     Oom,
+    Segv,
     None,
 }
 
 struct Faulty(Fault);
 
 impl Mapper for Faulty {
+    type In = str;
     type Key = u64;
     type Value = i64;
 
@@ -32,6 +38,15 @@ impl Mapper for Faulty {
                     // Touch every page so the memory is really used.
                     hog.push(vec![1u8; 64 << 20]);
                 }
+            }
+            Fault::Segv => {
+                // Address 8, not null: the standard library's debug checks would turn a null
+                // write into a panic (then an abort), and the point is a real SIGSEGV. The
+                // first page is never mapped, and a volatile write is always emitted.
+                let bad: *mut u64 = std::ptr::without_provenance_mut(8);
+                // SAFETY: none; this write faults on purpose.
+                unsafe { bad.write_volatile(line.len() as u64) };
+                out.emit(line.len() as u64, 1);
             }
             Fault::None => out.emit(line.len() as u64, 1),
         }
@@ -52,7 +67,7 @@ impl Reducer for Count {
     type Value = i64;
     type Out = Row;
 
-    fn reduce(&self, len: u64, values: &mut dyn Iterator<Item = i64>, out: &mut Vec<Row>) {
+    fn reduce(&self, len: u64, values: &mut dyn Iterator<Item = i64>, out: &mut Output<'_, Row>) {
         out.push(Row {
             len,
             lines: values.sum(),
@@ -66,6 +81,7 @@ fn main() -> ExitCode {
         ("panic", Fault::Panic),
         ("abort", Fault::Abort),
         ("oom", Fault::Oom),
+        ("segv", Fault::Segv),
         ("lines", Fault::None),
     ] {
         jobs.register(JobDef::new(name, Faulty(fault), Count).with_combiner(SumCombiner));

@@ -4,12 +4,13 @@
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, JobDef, Mapper, Reducer, Registry};
+use sluice_udf::{Emitter, JobDef, Mapper, Output, Reducer, Registry};
 
 /// Emits `(word, doc_id)` once per distinct word of a line.
 struct Postings;
 
 impl Mapper for Postings {
+    type In = str;
     type Key = String;
     type Value = String;
 
@@ -44,7 +45,12 @@ impl Reducer for Collect {
     type Value = String;
     type Out = Entry;
 
-    fn reduce(&self, word: String, docs: &mut dyn Iterator<Item = String>, out: &mut Vec<Entry>) {
+    fn reduce(
+        &self,
+        word: String,
+        docs: &mut dyn Iterator<Item = String>,
+        out: &mut Output<'_, Entry>,
+    ) {
         let mut docs: Vec<String> = docs.collect();
         docs.sort_unstable();
         docs.dedup();
@@ -55,5 +61,5 @@ impl Reducer for Collect {
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
     jobs.register(JobDef::new("inverted-index", Postings, Collect));
-    sluice_worker::main(jobs)
+    sluice_cli::job_main(jobs)
 }

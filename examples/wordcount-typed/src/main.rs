@@ -7,12 +7,13 @@
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, JobDef, Mapper, Reducer, Registry, SumCombiner};
+use sluice_udf::{Emitter, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
 
 /// Emits `(word, 1)` per whitespace-separated token.
 struct Tokens;
 
 impl Mapper for Tokens {
+    type In = str;
     type Key = String;
     type Value = i64;
 
@@ -38,7 +39,12 @@ impl Reducer for Sum {
     type Value = i64;
     type Out = Count;
 
-    fn reduce(&self, word: String, counts: &mut dyn Iterator<Item = i64>, out: &mut Vec<Count>) {
+    fn reduce(
+        &self,
+        word: String,
+        counts: &mut dyn Iterator<Item = i64>,
+        out: &mut Output<'_, Count>,
+    ) {
         out.push(Count {
             word,
             count: counts.sum(),
@@ -49,5 +55,5 @@ impl Reducer for Sum {
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
     jobs.register(JobDef::new("wordcount-typed", Tokens, Sum).with_combiner(SumCombiner));
-    sluice_worker::main(jobs)
+    sluice_cli::job_main(jobs)
 }

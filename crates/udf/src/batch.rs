@@ -1,0 +1,375 @@
+//! Vectorised jobs: map and reduce whole Arrow record batches, keyed by named columns.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, StringArray};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use sluice_core::InputFormat;
+
+use crate::job::{job_builder_methods, push_raw, sorted_batches, Rec};
+use crate::{Counters, Job, JobDefaults, MapInput, MapOutput, ReduceCounts, TaskContext, UdfError};
+
+/// Rows handed to a batch reducer at once (whole key groups, so it may be more).
+const REDUCE_BATCH_ROWS: usize = 64 * 1024;
+
+/// Maps Arrow record batches to record batches that carry the job's key columns.
+///
+/// Parquet input arrives as its record batches; text input as one `line` column.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{Float64Array, RecordBatch, StringArray};
+/// use arrow_schema::{DataType, Field, Schema, SchemaRef};
+/// use sluice_udf::{BatchEmitter, BatchMapper, UdfError};
+///
+/// /// Upper-cases the `city` column and converts `temp_f` to Celsius.
+/// struct Normalise;
+/// impl BatchMapper for Normalise {
+///     fn schema(&self) -> SchemaRef {
+///         Arc::new(Schema::new(vec![
+///             Field::new("city", DataType::Utf8, false),
+///             Field::new("temp_c", DataType::Float64, false),
+///         ]))
+///     }
+///     fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+///         let city = batch.column_by_name("city").and_then(|c| c.as_any().downcast_ref::<StringArray>())
+///             .ok_or_else(|| UdfError::User("input needs a string column `city`".into()))?;
+///         let temp = batch.column_by_name("temp_f").and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+///             .ok_or_else(|| UdfError::User("input needs a float column `temp_f`".into()))?;
+///         let city: StringArray = city.iter().map(|c| c.map(|c| c.trim().to_uppercase())).collect();
+///         let temp: Float64Array = temp.iter().map(|f| f.map(|f| (f - 32.0) / 1.8)).collect();
+///         out.emit(RecordBatch::try_new(self.schema(), vec![Arc::new(city), Arc::new(temp)])?);
+///         Ok(())
+///     }
+/// }
+///
+/// let input = RecordBatch::try_from_iter(vec![
+///     ("city", Arc::new(StringArray::from(vec![" oslo"])) as _),
+///     ("temp_f", Arc::new(Float64Array::from(vec![50.0])) as _),
+/// ]).unwrap();
+/// let mut out = BatchEmitter::default();
+/// Normalise.map_batch(&input, &mut out).unwrap();
+/// assert_eq!(arrow_cast::display::array_value_to_string(out.batches()[0].column(0), 0).unwrap(), "OSLO");
+/// ```
+pub trait BatchMapper: Send + Sync + 'static {
+    /// The schema of every batch this mapper emits; it holds the job's key columns.
+    fn schema(&self) -> SchemaRef;
+
+    /// Maps one input batch.
+    fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError>;
+}
+
+/// Reduces record batches whose rows are grouped by key.
+///
+/// `rows` holds whole key groups in key order, with the mapper's schema; `groups` gives the row
+/// range of each key. One call sees many groups, so the work stays vectorised.
+///
+/// ```
+/// use std::ops::Range;
+/// use std::sync::Arc;
+/// use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+/// use arrow_schema::{DataType, Field, Schema, SchemaRef};
+/// use sluice_udf::{BatchEmitter, BatchReducer, UdfError};
+///
+/// /// Rows per key: the first key column and a count.
+/// struct CountRows;
+/// impl BatchReducer for CountRows {
+///     fn schema(&self) -> SchemaRef {
+///         Arc::new(Schema::new(vec![
+///             Field::new("key", DataType::Utf8, true),
+///             Field::new("rows", DataType::Int64, false),
+///         ]))
+///     }
+///     fn reduce_batch(&self, rows: &RecordBatch, groups: &[Range<usize>], out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+///         let keys = arrow_select::take::take(rows.column(0), &arrow_array::UInt32Array::from_iter_values(groups.iter().map(|g| g.start as u32)), None)?;
+///         let counts = Int64Array::from_iter_values(groups.iter().map(|g| g.len() as i64));
+///         out.emit(RecordBatch::try_new(self.schema(), vec![keys, Arc::new(counts)])?);
+///         Ok(())
+///     }
+/// }
+///
+/// let rows = RecordBatch::try_from_iter(vec![("k", Arc::new(StringArray::from(vec!["a", "a", "b"])) as _)]).unwrap();
+/// let mut out = BatchEmitter::default();
+/// CountRows.reduce_batch(&rows, &[0..2, 2..3], &mut out).unwrap();
+/// assert_eq!(out.batches()[0].num_rows(), 2);
+/// ```
+pub trait BatchReducer: Send + Sync + 'static {
+    /// The schema of every batch this reducer emits (the output's columns).
+    fn schema(&self) -> SchemaRef;
+
+    /// Reduces the groups of `rows`.
+    fn reduce_batch(
+        &self,
+        rows: &RecordBatch,
+        groups: &[Range<usize>],
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError>;
+}
+
+/// Collects the batches a batch mapper or reducer emits, with its task context and counters.
+pub struct BatchEmitter<'c> {
+    batches: Vec<RecordBatch>,
+    ctx: &'c TaskContext,
+    counters: Counters,
+}
+
+impl Default for BatchEmitter<'_> {
+    fn default() -> Self {
+        BatchEmitter {
+            batches: Vec::new(),
+            ctx: crate::emit::no_task(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl<'c> BatchEmitter<'c> {
+    fn in_task(ctx: &'c TaskContext) -> Self {
+        BatchEmitter {
+            ctx,
+            ..BatchEmitter::default()
+        }
+    }
+
+    /// Emits a batch.
+    pub fn emit(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.batches.push(batch);
+        }
+    }
+
+    /// The batches emitted so far.
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
+    /// The task this code runs in.
+    pub fn context(&self) -> &TaskContext {
+        self.ctx
+    }
+
+    /// Adds `n` to the user counter `name`.
+    pub fn count(&mut self, name: &str, n: i64) {
+        self.counters.add(name, n);
+    }
+
+    /// The user counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// A vectorised job: a [`BatchMapper`], key columns, and a [`BatchReducer`].
+///
+/// Rows cross the shuffle in Arrow's row format: the key columns sort and group them, and the
+/// whole row travels as the value.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use arrow_array::RecordBatch;
+/// # use arrow_schema::SchemaRef;
+/// # use sluice_udf::{BatchEmitter, BatchJob, BatchMapper, BatchReducer, Job, UdfError};
+/// # struct M; struct R;
+/// # impl BatchMapper for M {
+/// #     fn schema(&self) -> SchemaRef { Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("line", arrow_schema::DataType::Utf8, false)])) }
+/// #     fn map_batch(&self, b: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> { out.emit(b.clone()); Ok(()) }
+/// # }
+/// # impl BatchReducer for R {
+/// #     fn schema(&self) -> SchemaRef { M.schema() }
+/// #     fn reduce_batch(&self, b: &RecordBatch, _: &[std::ops::Range<usize>], out: &mut BatchEmitter<'_>) -> Result<(), UdfError> { out.emit(b.clone()); Ok(()) }
+/// # }
+/// let job = BatchJob::new("dedupe-lines", M, R, &["line"]).reducers(2);
+/// let out = job.map_text("b\na\nb\n", 2).unwrap();
+/// assert_eq!(out.records_out, 3);
+/// ```
+pub struct BatchJob<M, R> {
+    name: String,
+    mapper: M,
+    reducer: R,
+    keys: Vec<String>,
+    defaults: JobDefaults,
+}
+
+impl<M: BatchMapper, R: BatchReducer> BatchJob<M, R> {
+    /// A job named `name` whose rows are grouped by the columns `keys` of the mapper's schema.
+    pub fn new(name: impl Into<String>, mapper: M, reducer: R, keys: &[&str]) -> Self {
+        BatchJob {
+            name: name.into(),
+            mapper,
+            reducer,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            defaults: JobDefaults::default(),
+        }
+    }
+
+    job_builder_methods!();
+
+    /// Row converters for the key columns and for whole rows of the mapper's schema.
+    fn converters(&self) -> Result<(Vec<usize>, RowConverter, RowConverter), UdfError> {
+        let schema = self.mapper.schema();
+        let mut idx = Vec::with_capacity(self.keys.len());
+        for k in &self.keys {
+            idx.push(schema.index_of(k).map_err(|_| {
+                UdfError::User(format!(
+                    "job {}: key column '{k}' is not in the batch mapper's schema ({})",
+                    self.name,
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?);
+        }
+        let field = |i: &usize| SortField::new(schema.field(*i).data_type().clone());
+        let keys = RowConverter::new(idx.iter().map(field).collect())?;
+        let all: Vec<usize> = (0..schema.fields().len()).collect();
+        let rows = RowConverter::new(all.iter().map(field).collect())?;
+        Ok((idx, keys, rows))
+    }
+}
+
+/// Checks that user code emitted batches of the schema it declared.
+fn check_schema(job: &str, who: &str, got: &Schema, want: &Schema) -> Result<(), UdfError> {
+    if got.fields() == want.fields() {
+        return Ok(());
+    }
+    Err(UdfError::User(format!(
+        "job {job}: the {who} emitted a batch with columns {got:?} but its schema() says {want:?}"
+    )))
+}
+
+impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn defaults(&self) -> &JobDefaults {
+        &self.defaults
+    }
+
+    fn output_schema(&self) -> Result<SchemaRef, UdfError> {
+        Ok(self.reducer.schema())
+    }
+
+    fn run_map(
+        &self,
+        input: MapInput<'_>,
+        partitions: u32,
+        ctx: &TaskContext,
+    ) -> Result<MapOutput, UdfError> {
+        let t0 = std::time::Instant::now();
+        let lines;
+        let batches: &[RecordBatch] = match input {
+            MapInput::Batches(b) => b,
+            MapInput::Text {
+                text,
+                format: InputFormat::Text,
+                ..
+            } => {
+                let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
+                let col = Arc::new(StringArray::from_iter_values(text.lines()));
+                lines = [RecordBatch::try_new(schema, vec![col])?];
+                &lines
+            }
+            MapInput::Text { format, .. } => {
+                return Err(UdfError::Input(format!(
+                    "job {}: a batch job reads parquet or text input, not {}",
+                    self.name,
+                    format.as_str()
+                )))
+            }
+        };
+        let mut out = BatchEmitter::in_task(ctx);
+        for b in batches {
+            self.mapper.map_batch(b, &mut out)?;
+        }
+        let t1 = std::time::Instant::now();
+        let schema = self.mapper.schema();
+        let (idx, keys, rows) = self.converters()?;
+        let n: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+        let mut arena = Vec::with_capacity(n * 32);
+        let mut recs: Vec<Rec> = Vec::with_capacity(n);
+        for b in &out.batches {
+            check_schema(&self.name, "batch mapper", &b.schema(), &schema)?;
+            let key_cols: Vec<_> = idx.iter().map(|i| b.column(*i).clone()).collect();
+            let k = keys.convert_columns(&key_cols)?;
+            let v = rows.convert_columns(b.columns())?;
+            for i in 0..b.num_rows() {
+                push_raw(
+                    &mut arena,
+                    &mut recs,
+                    k.row(i).as_ref(),
+                    v.row(i).as_ref(),
+                    partitions,
+                )?;
+            }
+        }
+        let parts = sorted_batches(&arena, recs, partitions.max(1))?;
+        Ok(MapOutput {
+            partitions: parts,
+            records_emitted: n as u64,
+            records_out: n as u64,
+            timing: (t1 - t0, t1.elapsed()),
+            counters: std::mem::take(&mut out.counters),
+        })
+    }
+
+    fn run_reduce<'a>(
+        &self,
+        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
+        ctx: &TaskContext,
+    ) -> Result<ReduceCounts, UdfError> {
+        let schema = self.mapper.schema();
+        let out_schema = self.reducer.schema();
+        let (_, _, rows) = self.converters()?;
+        let parser = rows.parser();
+        let mut counts = ReduceCounts::default();
+        let mut out = BatchEmitter::in_task(ctx);
+        let mut values: Vec<&'a [u8]> = Vec::new();
+        let mut groups: Vec<Range<usize>> = Vec::new();
+        let mut last_key: Option<&'a [u8]> = None;
+        let mut flush = |values: &mut Vec<&'a [u8]>,
+                         groups: &mut Vec<Range<usize>>,
+                         out: &mut BatchEmitter<'_>,
+                         counts: &mut ReduceCounts|
+         -> Result<(), UdfError> {
+            if values.is_empty() {
+                return Ok(());
+            }
+            let cols = rows.convert_rows(values.iter().map(|v| parser.parse(v)))?;
+            let batch = RecordBatch::try_new(schema.clone(), cols)?;
+            self.reducer.reduce_batch(&batch, groups, out)?;
+            counts.records_in += values.len() as u64;
+            counts.groups += groups.len() as u64;
+            values.clear();
+            groups.clear();
+            for b in out.batches.drain(..) {
+                check_schema(&self.name, "batch reducer", &b.schema(), &out_schema)?;
+                counts.records_out += b.num_rows() as u64;
+                sink(b)?;
+            }
+            Ok(())
+        };
+        for (k, v) in input {
+            if last_key != Some(k) {
+                if values.len() >= REDUCE_BATCH_ROWS {
+                    flush(&mut values, &mut groups, &mut out, &mut counts)?;
+                }
+                groups.push(values.len()..values.len());
+                last_key = Some(k);
+            }
+            values.push(v);
+            if let Some(g) = groups.last_mut() {
+                g.end = values.len();
+            }
+        }
+        flush(&mut values, &mut groups, &mut out, &mut counts)?;
+        counts.counters = std::mem::take(&mut out.counters);
+        Ok(counts)
+    }
+}

@@ -1,0 +1,198 @@
+//! What a task knows about itself, and the counters user code keeps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sluice_core::{Split, TaskId, TaskKind};
+
+use crate::UdfError;
+
+/// The task an attempt of user code runs in: its job, task, attempt, split, the job's
+/// parameters and a scratch directory of its own.
+///
+/// Mappers and reducers reach it through their emitter (`out.context()`), as Hadoop's
+/// `Context`. Tests build one with [`TaskContext::new`].
+///
+/// ```
+/// use sluice_udf::TaskContext;
+///
+/// let ctx = TaskContext::new("job-1", sluice_core::TaskId::map(3), 1)
+///     .with_param("threshold", "0.5");
+/// assert_eq!(ctx.task().to_string(), "m-00003");
+/// assert_eq!(ctx.attempt(), 1);
+/// assert_eq!(ctx.param_as::<f64>("threshold").unwrap(), Some(0.5));
+/// assert!(ctx.param_as::<u32>("threshold").unwrap_err().to_string().contains("threshold"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    job_id: String,
+    task: TaskId,
+    attempt: u32,
+    split: Option<Split>,
+    params: BTreeMap<String, String>,
+    scratch_dir: PathBuf,
+}
+
+impl Default for TaskContext {
+    fn default() -> Self {
+        TaskContext::new("local", TaskId::map(0), 0)
+    }
+}
+
+impl TaskContext {
+    /// A context for attempt `attempt` of `task` in job `job_id`, with no split, no parameters
+    /// and the system temporary directory as scratch.
+    pub fn new(job_id: impl Into<String>, task: TaskId, attempt: u32) -> Self {
+        TaskContext {
+            job_id: job_id.into(),
+            task,
+            attempt,
+            split: None,
+            params: BTreeMap::new(),
+            scratch_dir: std::env::temp_dir(),
+        }
+    }
+
+    /// Sets the input split (map tasks).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.split = Some(split);
+        self
+    }
+
+    /// Sets all job parameters.
+    pub fn with_params(mut self, params: BTreeMap<String, String>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Sets one job parameter.
+    pub fn with_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the scratch directory.
+    pub fn with_scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch_dir = dir.into();
+        self
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The task: map or reduce, and its index (the partition, for a reduce).
+    pub fn task(&self) -> TaskId {
+        self.task
+    }
+
+    /// True in a map task.
+    pub fn is_map(&self) -> bool {
+        self.task.kind == TaskKind::Map
+    }
+
+    /// The attempt number, from 0; a retried or recomputed task gets a higher one.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The input byte range of a map task; `None` in a reduce.
+    pub fn split(&self) -> Option<&Split> {
+        self.split.as_ref()
+    }
+
+    /// The input file of a map task (handy for joins that tag records by dataset).
+    pub fn input_path(&self) -> Option<&str> {
+        self.split.as_ref().map(|s| s.path.as_str())
+    }
+
+    /// A job parameter (`--param NAME=VALUE`, or the job builder's `param`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// A job parameter parsed as `T`; an error names the parameter and its value.
+    pub fn param_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, UdfError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.param(name)
+            .map(|v| {
+                v.parse::<T>().map_err(|e| {
+                    UdfError::Param(format!(
+                        "job parameter {name}={v:?} is not a valid {}: {e}; pass --param {name}=...",
+                        std::any::type_name::<T>()
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// Every job parameter.
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.params
+    }
+
+    /// A directory that belongs to this attempt alone; it is removed when the attempt ends.
+    pub fn scratch_dir(&self) -> &Path {
+        &self.scratch_dir
+    }
+}
+
+/// User-defined counters of one task attempt, by name.
+///
+/// The engine sums them over the attempts whose output the job keeps: a failed or
+/// superseded attempt's counts are dropped, as Hadoop's counters of committed tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters(BTreeMap<String, i64>);
+
+impl Counters {
+    /// Adds `n` to counter `name`.
+    pub fn add(&mut self, name: &str, n: i64) {
+        match self.0.get_mut(name) {
+            Some(c) => *c += n,
+            None => {
+                self.0.insert(name.to_string(), n);
+            }
+        }
+    }
+
+    /// The value of counter `name` (0 when never counted).
+    pub fn get(&self, name: &str) -> i64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Counters) {
+        for (k, v) in &other.0 {
+            self.add(k, *v);
+        }
+    }
+
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The counters, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// The counters as a map.
+    pub fn into_map(self) -> BTreeMap<String, i64> {
+        self.0
+    }
+}
+
+impl FromIterator<(String, i64)> for Counters {
+    fn from_iter<I: IntoIterator<Item = (String, i64)>>(iter: I) -> Self {
+        let mut c = Counters::default();
+        for (k, v) in iter {
+            c.add(&k, v);
+        }
+        c
+    }
+}

@@ -1,0 +1,231 @@
+//! Input records: how a map task's split becomes the values its mapper sees.
+
+use arrow_array::RecordBatch;
+use serde::de::DeserializeOwned;
+use sluice_core::InputFormat;
+
+use crate::{TaskContext, UdfError};
+
+/// The data of one map task, as read from its split.
+#[derive(Debug, Clone, Copy)]
+pub enum MapInput<'a> {
+    /// Whole lines of a text-based file (text, CSV or JSON lines), header already skipped.
+    Text {
+        /// The lines.
+        text: &'a str,
+        /// How each line is read.
+        format: InputFormat,
+        /// Byte offset of `text` in its file, to name the offset of a bad record.
+        offset: u64,
+    },
+    /// Arrow record batches (Parquet input).
+    Batches(&'a [RecordBatch]),
+}
+
+impl<'a> MapInput<'a> {
+    /// Text lines in `format` starting at byte `offset` of their file, with a CSV header line
+    /// dropped when the text starts the file.
+    pub fn text(text: &'a str, format: InputFormat, offset: u64) -> Self {
+        if format == (InputFormat::Csv { header: true }) && offset == 0 {
+            let skip = text.find('\n').map_or(text.len(), |i| i + 1);
+            return MapInput::Text {
+                text: &text[skip..],
+                format,
+                offset: skip as u64,
+            };
+        }
+        MapInput::Text {
+            text,
+            format,
+            offset,
+        }
+    }
+}
+
+/// A type a mapper can take as its input record (`Mapper::In`).
+///
+/// `str` takes each line of text input as it is. Any serde type takes a CSV record (fields by
+/// position), a JSON line, or a Parquet row (columns by name).
+pub trait Input {
+    /// Calls `f` with every record of `input`; a record that does not parse is an error naming
+    /// the file and byte offset (or batch row).
+    fn for_each_record<F: FnMut(&Self)>(
+        input: MapInput<'_>,
+        ctx: &TaskContext,
+        f: F,
+    ) -> Result<(), UdfError>;
+}
+
+fn where_(ctx: &TaskContext) -> String {
+    match ctx.split() {
+        Some(s) => s.path.clone(),
+        None => format!("task {}", ctx.task()),
+    }
+}
+
+impl Input for str {
+    fn for_each_record<F: FnMut(&Self)>(
+        input: MapInput<'_>,
+        ctx: &TaskContext,
+        mut f: F,
+    ) -> Result<(), UdfError> {
+        match input {
+            MapInput::Text { text, .. } => {
+                text.lines().for_each(|l| f(l));
+                Ok(())
+            }
+            MapInput::Batches(_) => Err(UdfError::Input(format!(
+                "{}: the job's mapper reads text lines (type In = str) but the input is Parquet; \
+                 declare `type In = YourRow` with serde, or write a BatchMapper",
+                where_(ctx)
+            ))),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Input for T {
+    fn for_each_record<F: FnMut(&Self)>(
+        input: MapInput<'_>,
+        ctx: &TaskContext,
+        mut f: F,
+    ) -> Result<(), UdfError> {
+        let bad = |offset: u64, what: &str, e: &dyn std::fmt::Display| {
+            UdfError::Input(format!(
+                "{}: cannot read the {what} record at byte {offset} as {}: {e}; \
+                 check --input-format and the job's input type",
+                where_(ctx),
+                std::any::type_name::<T>()
+            ))
+        };
+        match input {
+            MapInput::Text {
+                format: InputFormat::Text,
+                ..
+            } => Err(UdfError::Input(format!(
+                "{}: the job's mapper takes {} records but the input format is text; \
+                 use --input-format csv, jsonl or parquet, or `type In = str` for lines",
+                where_(ctx),
+                std::any::type_name::<T>()
+            ))),
+            MapInput::Text {
+                text,
+                format: InputFormat::Csv { .. },
+                offset,
+            } => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .from_reader(text.as_bytes());
+                let mut record = csv::StringRecord::new();
+                loop {
+                    let start = reader.position().byte();
+                    match reader.read_record(&mut record) {
+                        Ok(false) => return Ok(()),
+                        Ok(true) => {
+                            let row: T = record
+                                .deserialize(None)
+                                .map_err(|e| bad(offset + start, "CSV", &e))?;
+                            f(&row);
+                        }
+                        Err(e) => return Err(bad(offset + start, "CSV", &e)),
+                    }
+                }
+            }
+            MapInput::Text { text, offset, .. } => {
+                let mut at = offset;
+                for line in text.split_inclusive('\n') {
+                    let body = line.trim_end_matches(['\n', '\r']);
+                    if !body.trim().is_empty() {
+                        let row: T = serde_json::from_str(body).map_err(|e| bad(at, "JSON", &e))?;
+                        f(&row);
+                    }
+                    at += line.len() as u64;
+                }
+                Ok(())
+            }
+            MapInput::Batches(batches) => {
+                let mut row0 = 0u64;
+                for b in batches {
+                    let rows: Vec<T> = serde_arrow::from_record_batch(b).map_err(|e| {
+                        UdfError::Input(format!(
+                            "{}: cannot read the rows {row0}..{} as {}: {e}; the job's input \
+                             type must name the file's columns",
+                            where_(ctx),
+                            row0 + b.num_rows() as u64,
+                            std::any::type_name::<T>()
+                        ))
+                    })?;
+                    rows.iter().for_each(&mut f);
+                    row0 += b.num_rows() as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq, Clone)]
+    struct Sale {
+        store: String,
+        amount: f64,
+    }
+
+    fn collect<T: DeserializeOwned + Clone>(input: MapInput<'_>) -> Result<Vec<T>, UdfError> {
+        let mut out = Vec::new();
+        T::for_each_record(input, &TaskContext::default(), |r: &T| out.push(r.clone()))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn csv_skips_the_header_only_at_the_start_of_a_file() {
+        let text = "store,amount\na,1.5\n\"b, inc\",2\n";
+        let rows: Vec<(String, f64)> =
+            collect(MapInput::text(text, InputFormat::Csv { header: true }, 0)).unwrap();
+        assert_eq!(rows, vec![("a".into(), 1.5), ("b, inc".into(), 2.0)]);
+        let rows: Vec<(String, f64)> = collect(MapInput::text(
+            "c,3\n",
+            InputFormat::Csv { header: true },
+            40,
+        ))
+        .unwrap();
+        assert_eq!(rows, vec![("c".into(), 3.0)]);
+    }
+
+    #[test]
+    fn bad_records_name_their_byte_offset() {
+        let text = "a,1\nb,xyz\n";
+        let e = collect::<(String, f64)>(MapInput::text(
+            text,
+            InputFormat::Csv { header: false },
+            100,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("byte 104"), "{e}");
+        let text = "{\"store\":\"a\",\"amount\":1}\n{\"store\":\"b\"}\n";
+        let e = collect::<Sale>(MapInput::text(text, InputFormat::Jsonl, 0)).unwrap_err();
+        assert!(e.to_string().contains("byte 25"), "{e}");
+    }
+
+    #[test]
+    fn json_lines_become_records() {
+        let text = "{\"store\":\"a\",\"amount\":1}\n\n{\"store\":\"b\",\"amount\":2.5}";
+        let mut got = Vec::new();
+        Sale::for_each_record(
+            MapInput::text(text, InputFormat::Jsonl, 0),
+            &TaskContext::default(),
+            |s: &Sale| got.push(s.amount),
+        )
+        .unwrap();
+        assert_eq!(got, vec![1.0, 2.5]);
+    }
+
+    #[test]
+    fn serde_records_refuse_plain_text() {
+        let e = collect::<(String, f64)>(MapInput::text("x", InputFormat::Text, 0)).unwrap_err();
+        assert!(e.to_string().contains("--input-format"), "{e}");
+    }
+}
