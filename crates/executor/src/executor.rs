@@ -178,6 +178,10 @@ pub async fn start(
                         for job in r.finished_jobs {
                             if cleaned.insert(job.clone()) {
                                 workers.stop(&job).await;
+                                let _ = tokio::fs::remove_dir_all(
+                                    cfg.work_dir.join("scratch").join(&job),
+                                )
+                                .await;
                                 let store = store.clone();
                                 let _ = tokio::task::spawn_blocking(move || store.remove_job(&job))
                                     .await;

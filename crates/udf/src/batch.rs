@@ -146,7 +146,7 @@ impl<'c> BatchEmitter<'c> {
     }
 
     /// The task this code runs in.
-    pub fn context(&self) -> &TaskContext {
+    pub fn context(&self) -> &'c TaskContext {
         self.ctx
     }
 

@@ -36,7 +36,7 @@ pub struct TaskContext {
 
 impl Default for TaskContext {
     fn default() -> Self {
-        TaskContext::new("local", TaskId::map(0), 0)
+        TaskContext::new("local", TaskId::map(0), 1)
     }
 }
 
@@ -93,7 +93,8 @@ impl TaskContext {
         self.task.kind == TaskKind::Map
     }
 
-    /// The attempt number, from 0; a retried or recomputed task gets a higher one.
+    /// The attempt number: 1 for a task's first attempt; a retried or recomputed task gets a
+    /// higher one.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

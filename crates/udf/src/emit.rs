@@ -61,7 +61,7 @@ pub(crate) fn no_task() -> &'static TaskContext {
 /// out.count("seen", 2);
 /// assert_eq!(out.len(), 1); // combined into ("a", 3)
 /// assert_eq!(out.counters().get("seen"), 2);
-/// assert_eq!(out.context().attempt(), 0);
+/// assert_eq!(out.context().attempt(), 1); // outside a task: a first attempt
 /// ```
 pub struct Emitter<'c, K, V> {
     combiner: Option<&'c dyn Combiner<K, V>>,
@@ -95,7 +95,7 @@ impl<'c, K: Hash + Eq, V> Emitter<'c, K, V> {
     }
 
     /// The task this map runs in.
-    pub fn context(&self) -> &TaskContext {
+    pub fn context(&self) -> &'c TaskContext {
         self.ctx
     }
 
@@ -234,7 +234,7 @@ impl<'c, T> Output<'c, T> {
     }
 
     /// The task this reduce runs in.
-    pub fn context(&self) -> &TaskContext {
+    pub fn context(&self) -> &'c TaskContext {
         self.ctx
     }
 

@@ -1,7 +1,10 @@
 //! A job binary whose jobs fail on purpose, to show that a user's crash fails a task attempt
 //! and never the executor: `panic` panics, `abort` calls `std::process::abort()`, `oom`
 //! allocates until the worker's memory limit stops it, `segv` writes to an unmapped address
-//! (a real segmentation fault). `lines` works: it counts line lengths.
+//! (a real segmentation fault). `lines` works: it counts line lengths. `flaky` works too but
+//! crashes the first attempt of map task 0 after three lines, and uses the task context: it counts lines
+//! in a user counter, keys by line length modulo the job parameter `modulo`, and writes a probe
+//! file into its scratch directory.
 
 // The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
 #![allow(unsafe_code)]
@@ -18,6 +21,7 @@ enum Fault {
     Abort,
     Oom,
     Segv,
+    Flaky,
     None,
 }
 
@@ -47,6 +51,27 @@ impl Mapper for Faulty {
                 // SAFETY: none; this write faults on purpose.
                 unsafe { bad.write_volatile(line.len() as u64) };
                 out.emit(line.len() as u64, 1);
+            }
+            Fault::Flaky => {
+                out.count("lines", 1);
+                let ctx = out.context();
+                let first_line = out.counters().get("lines") == 1;
+                if first_line {
+                    let probe = ctx.scratch_dir().join("probe");
+                    let own = ctx.scratch_dir().to_string_lossy().contains(ctx.job_id());
+                    if own && std::fs::write(&probe, ctx.task().to_string()).is_ok() {
+                        out.count("scratch_writes", 1);
+                    }
+                }
+                if ctx.attempt() == 1 && ctx.task().index == 0 && out.counters().get("lines") == 3 {
+                    // Counted three lines already: a crash now must not count them twice.
+                    std::process::abort();
+                }
+                let modulo = match ctx.param_as::<u64>("modulo") {
+                    Ok(m) => m.unwrap_or(u64::MAX).max(1),
+                    Err(e) => panic!("{e}"),
+                };
+                out.emit(line.len() as u64 % modulo, 1);
             }
             Fault::None => out.emit(line.len() as u64, 1),
         }
@@ -82,6 +107,7 @@ fn main() -> ExitCode {
         ("abort", Fault::Abort),
         ("oom", Fault::Oom),
         ("segv", Fault::Segv),
+        ("flaky", Fault::Flaky),
         ("lines", Fault::None),
     ] {
         jobs.register(JobDef::new(name, Faulty(fault), Count).with_combiner(SumCombiner));

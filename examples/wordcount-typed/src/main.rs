@@ -1,8 +1,9 @@
 //! A job binary: word count written against the user API with plain `String` keys.
 //!
-//! Build it, then `sluice submit wordcount-typed --binary target/debug/wordcount-typed
-//! --input DIR --output OUT --wait`. Executors fetch the binary by its SHA-256 and run it as a
-//! worker process.
+//! Run it on this machine with no servers: `wordcount-typed run --input DIR --output OUT`.
+//! Submit it to a cluster: `wordcount-typed submit --coordinator URL --input DIR --output OUT
+//! --wait` (or `sluice submit wordcount-typed --binary PATH ...`). Executors fetch the binary
+//! by its SHA-256 and run it as a worker process.
 
 use std::process::ExitCode;
 
@@ -54,6 +55,10 @@ impl Reducer for Sum {
 
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
-    jobs.register(JobDef::new("wordcount-typed", Tokens, Sum).with_combiner(SumCombiner));
+    jobs.register(
+        JobDef::new("wordcount-typed", Tokens, Sum)
+            .with_combiner(SumCombiner)
+            .reducers(3),
+    );
     sluice_cli::job_main(jobs)
 }
