@@ -146,6 +146,19 @@ impl TaskContext {
 ///
 /// The engine sums them over the attempts whose output the job keeps: a failed or
 /// superseded attempt's counts are dropped, as Hadoop's counters of committed tasks.
+///
+/// ```
+/// use sluice_udf::Counters;
+///
+/// let mut a = Counters::default();
+/// a.add("bad_rows", 2);
+/// let mut b = Counters::default();
+/// b.add("bad_rows", 1);
+/// b.add("empty", 4);
+/// a.merge(&b);
+/// assert_eq!(a.get("bad_rows"), 3);
+/// assert_eq!(a.iter().collect::<Vec<_>>(), [("bad_rows", 3), ("empty", 4)]);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters(BTreeMap<String, i64>);
 

@@ -7,6 +7,17 @@ use sluice_core::InputFormat;
 use crate::{TaskContext, UdfError};
 
 /// The data of one map task, as read from its split.
+///
+/// ```
+/// use sluice_core::InputFormat;
+/// use sluice_udf::MapInput;
+///
+/// // A CSV split at the start of its file: the header line is not a record.
+/// match MapInput::text("id,name\n1,ann\n", InputFormat::Csv { header: true }, 0) {
+///     MapInput::Text { text, offset, .. } => assert_eq!((text, offset), ("1,ann\n", 8)),
+///     MapInput::Batches(_) => unreachable!(),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum MapInput<'a> {
     /// Whole lines of a text-based file (text, CSV or JSON lines), header already skipped.
@@ -46,6 +57,21 @@ impl<'a> MapInput<'a> {
 ///
 /// `str` takes each line of text input as it is. Any serde type takes a CSV record (fields by
 /// position), a JSON line, or a Parquet row (columns by name).
+///
+/// ```
+/// use sluice_core::InputFormat;
+/// use sluice_udf::{Input, MapInput, TaskContext};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Reading { sensor: String, celsius: f64 }
+///
+/// let text = "{\"sensor\":\"a\",\"celsius\":20.5}\n{\"sensor\":\"b\",\"celsius\":-3}\n";
+/// let mut sum = 0.0;
+/// Reading::for_each_record(MapInput::text(text, InputFormat::Jsonl, 0), &TaskContext::default(), |r: &Reading| {
+///     sum += r.celsius
+/// }).unwrap();
+/// assert_eq!(sum, 17.5);
+/// ```
 pub trait Input {
     /// Calls `f` with every record of `input`; a record that does not parse is an error naming
     /// the file and byte offset (or batch row).

@@ -57,6 +57,21 @@ pub struct ReduceCounts {
 
 /// What a job's author set in code: where it reads and writes by default, how, and with
 /// which parameters. Command-line flags override each of them.
+///
+/// ```
+/// use sluice_core::InputFormat;
+/// use sluice_udf::{Job, JobDef};
+/// use sluice_udf::wordcount::{WordCountMapper, WordCountReducer};
+///
+/// let job = JobDef::new("wc", WordCountMapper, WordCountReducer)
+///     .input("logs/*.txt")
+///     .input_format(InputFormat::Text)
+///     .output("out/");
+/// let d = job.defaults();
+/// assert_eq!(d.inputs, ["logs/*.txt"]);
+/// assert_eq!(d.output.as_deref(), Some("out/"));
+/// assert_eq!(d.reducers, None); // the engine picks
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobDefaults {
     /// Input files, directories or globs.
@@ -116,6 +131,19 @@ macro_rules! job_builder_methods {
 pub(crate) use job_builder_methods;
 
 /// A job as the executor sees it: bytes and batches in, batches out.
+///
+/// [`JobDef`] and [`crate::BatchJob`] implement it; the engine calls `run_map` per split and
+/// `run_reduce` per partition. Tests can call [`Job::map_text`]:
+///
+/// ```
+/// use sluice_udf::{Job, Registry};
+///
+/// let wc = Registry::builtin().get("wordcount").unwrap();
+/// let out = wc.map_text("to be or not to be", 2).unwrap();
+/// assert_eq!(out.records_emitted, 6);
+/// assert_eq!(out.records_out, 4); // combined map-side
+/// assert_eq!(wc.output_schema().unwrap().field(0).name(), "word");
+/// ```
 pub trait Job: Send + Sync {
     /// The registered name.
     fn name(&self) -> &str;
@@ -573,6 +601,36 @@ mod tests {
         }
         let total: usize = out.partitions.iter().map(|b| b.num_rows()).sum();
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn descending_key_order_reaches_the_reducer() {
+        use crate::{Descending, TaskContext};
+        use arrow_array::StringArray;
+        let job = JobDef::new("desc", WordCountMapper, WordCountReducer)
+            .with_combiner(SumCombiner)
+            .with_key_order(Descending);
+        let out = job.map_text("b a c a b a", 1).unwrap();
+        let b = &out.partitions[0];
+        let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
+        let v = b.column(1).as_any().downcast_ref::<BinaryArray>().unwrap();
+        let mut pairs = (0..k.len()).map(|i| (k.value(i), v.value(i)));
+        let mut words = Vec::new();
+        job.run_reduce(
+            &mut pairs,
+            &mut |batch| {
+                let w = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                words.extend(w.iter().flatten().map(String::from));
+                Ok(())
+            },
+            &TaskContext::default(),
+        )
+        .unwrap();
+        assert_eq!(words, ["c", "b", "a"]);
     }
 
     #[test]

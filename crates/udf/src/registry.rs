@@ -6,6 +6,17 @@ use std::sync::Arc;
 use crate::Job;
 
 /// A set of jobs that an executor can run, by name.
+///
+/// ```
+/// use sluice_udf::{JobDef, Registry, SumCombiner};
+/// use sluice_udf::wordcount::{WordCountMapper, WordCountReducer};
+///
+/// let mut jobs = Registry::new();
+/// jobs.register(JobDef::new("wc", WordCountMapper, WordCountReducer).with_combiner(SumCombiner));
+/// assert_eq!(jobs.names(), ["wc"]);
+/// assert!(jobs.get("wc").is_some());
+/// assert_eq!(Registry::builtin().names(), ["wordcount"]);
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     jobs: BTreeMap<String, Arc<dyn Job>>,
