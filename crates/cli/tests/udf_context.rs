@@ -85,10 +85,7 @@ fn counters_count_kept_attempts_once_and_tasks_see_their_context() {
             lines += 1;
         }
     }
-    let got: BTreeMap<String, u64> = read_tsv_counts(&out)
-        .into_iter()
-        .map(|(k, v)| (k, v as u64))
-        .collect();
+    let got: BTreeMap<String, u64> = read_tsv_counts(&out).into_iter().collect();
     assert_eq!(got, want, "line lengths modulo the `modulo` parameter");
 
     // Map task 0 crashed after counting three lines on its first attempt; the job's counter

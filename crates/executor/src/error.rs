@@ -25,4 +25,8 @@ pub enum ExecutorError {
         #[source]
         source: std::io::Error,
     },
+    /// No memory cgroup can be made for worker processes (the executor then limits them with
+    /// RLIMIT_AS instead).
+    #[error("no memory cgroup for workers: {0}")]
+    CgroupUnavailable(String),
 }

@@ -2,6 +2,7 @@
 //! runs them on blocking threads (never on the async reactor), serves its map outputs to
 //! reducers, and reports every attempt's outcome.
 
+mod cgroup;
 mod error;
 mod executor;
 mod task;

@@ -1,12 +1,15 @@
 //! Job binaries and their worker processes: one per job on this executor, spawned from the
 //! binary the coordinator holds (fetched once, checked against its SHA-256, cached), talking
 //! over a Unix socket. A worker that dies fails the task it was running, not the executor.
+//! With a worker memory limit, each worker runs in its own memory cgroup where the machine
+//! allows it (see `cgroup`), else under RLIMIT_AS.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +23,8 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
+
+use crate::cgroup::{human_bytes, CgroupParent, WorkerCgroup};
 
 /// Lines of a worker's stderr kept for error reports.
 const STDERR_TAIL: usize = 12;
@@ -36,6 +41,7 @@ struct Proc {
     child: Child,
     socket: PathBuf,
     stderr: Arc<std::sync::Mutex<VecDeque<String>>>,
+    cgroup: Option<WorkerCgroup>,
     // Held open: when the executor dies, the worker sees EOF on stdin and exits.
     _stdin: ChildStdin,
 }
@@ -46,6 +52,10 @@ pub(crate) struct Workers {
     sock_dir: PathBuf,
     control: ControlClient<Channel>,
     memory_limit: Option<u64>,
+    /// The executor's memory cgroup, when worker cgroups can be made under it.
+    cgroups: Option<CgroupParent>,
+    /// Cleared when a worker could not be moved into its cgroup: later workers use the rlimit.
+    cgroups_usable: AtomicBool,
     procs: Mutex<HashMap<String, Proc>>,
     fetch_lock: Mutex<()>,
 }
@@ -69,11 +79,30 @@ impl Workers {
         control: ControlClient<Channel>,
         memory_limit: Option<u64>,
     ) -> Self {
+        let cgroups = memory_limit.and_then(|limit| match CgroupParent::detect(limit) {
+            Ok(parent) => {
+                info!(
+                    cgroup = %parent.dir().display(),
+                    limit = %human_bytes(limit),
+                    "worker memory limit: one memory cgroup per worker"
+                );
+                Some(parent)
+            }
+            Err(e) => {
+                info!(
+                    limit = %human_bytes(limit),
+                    "worker memory limit: RLIMIT_AS (address space), because {e}"
+                );
+                None
+            }
+        });
         Workers {
             bin_dir: work_dir.join("binaries"),
             sock_dir: work_dir.join("workers"),
             control,
             memory_limit,
+            cgroups_usable: AtomicBool::new(cgroups.is_some()),
+            cgroups,
             procs: Mutex::new(HashMap::new()),
             fetch_lock: Mutex::new(()),
         }
@@ -161,19 +190,7 @@ impl Workers {
             .map_err(|e| fail(format!("creating {}: {e}", self.sock_dir.display())))?;
         let socket = self.sock_dir.join(format!("{job_id}.sock"));
         let _ = tokio::fs::remove_file(&socket).await;
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--sluice-worker")
-            .arg(&socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(limit) = self.memory_limit {
-            cmd.env(sluice_worker::MEMORY_LIMIT_ENV, limit.to_string());
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| fail(format!("starting job binary {}: {e}", binary.display())))?;
+        let (mut child, cgroup) = self.spawn(&binary, &socket, job_id).await?;
         let stdin = child
             .stdin
             .take()
@@ -206,6 +223,7 @@ impl Workers {
         let ready = tokio::time::timeout(START_TIMEOUT, out.next_line()).await;
         if !matches!(ready, Ok(Ok(Some(ref l))) if l == "ready") {
             let _ = child.kill().await;
+            remove_cgroup(cgroup).await;
             let tail = tail
                 .lock()
                 .map(|t| Vec::from(t.clone()))
@@ -219,17 +237,95 @@ impl Workers {
                 retryable: false,
             });
         }
-        info!(job_id, pid = child.id().unwrap_or(0), "worker started");
+        info!(
+            job_id,
+            pid = child.id().unwrap_or(0),
+            cgroup = %cgroup.as_ref().map(|c| c.dir().display().to_string()).unwrap_or_default(),
+            "worker started"
+        );
         procs.insert(
             job_id.to_string(),
             Proc {
                 child,
                 socket: socket.clone(),
                 stderr: tail,
+                cgroup,
                 _stdin: stdin,
             },
         );
         Ok(socket)
+    }
+
+    /// Starts `binary` as a worker on `socket`, in a memory cgroup of its own when the limit
+    /// can be a cgroup, else with the limit as RLIMIT_AS (set by the worker from its env).
+    async fn spawn(
+        &self,
+        binary: &Path,
+        socket: &Path,
+        job_id: &str,
+    ) -> Result<(Child, Option<WorkerCgroup>), WorkerError> {
+        let fail = |msg: String| WorkerError {
+            msg,
+            retryable: true,
+        };
+        loop {
+            let cgroup = match (&self.cgroups, self.memory_limit) {
+                (Some(parent), Some(limit)) if self.cgroups_usable.load(Ordering::Relaxed) => {
+                    match parent.create(job_id, limit) {
+                        Ok(cg) => Some(cg),
+                        Err(e) => {
+                            warn!(job_id, "{e}; this worker is limited by RLIMIT_AS instead");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let mut cmd = Command::new(binary);
+            cmd.arg("--sluice-worker")
+                .arg(socket)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            match (&cgroup, self.memory_limit) {
+                // The cgroup bounds what the worker really uses; an address-space limit on
+                // top would fail allocations that merely reserve (and never touch) memory.
+                (Some(_), _) => {
+                    cmd.env_remove(sluice_worker::MEMORY_LIMIT_ENV);
+                }
+                (None, Some(limit)) => {
+                    cmd.env(sluice_worker::MEMORY_LIMIT_ENV, limit.to_string());
+                }
+                (None, None) => {}
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| fail(format!("starting job binary {}: {e}", binary.display())))?;
+            let Some(cg) = cgroup else {
+                return Ok((child, None));
+            };
+            // The PID goes into the cgroup right after spawn, not in a `pre_exec` hook: that
+            // hook needs `unsafe`, which the workspace denies, and the gap is harmless because
+            // a worker allocates only for tasks, and it gets none before it has said `ready`,
+            // which the caller waits for after this returns.
+            let added = child
+                .id()
+                .ok_or_else(|| "the worker exited at once".to_string())
+                .and_then(|pid| cg.add(pid).map_err(|e| e.to_string()));
+            match added {
+                Ok(()) => return Ok((child, Some(cg))),
+                Err(e) => {
+                    let _ = child.kill().await;
+                    remove_cgroup(Some(cg)).await;
+                    self.cgroups_usable.store(false, Ordering::Relaxed);
+                    info!(
+                        job_id,
+                        "worker memory limit: RLIMIT_AS from now on, because a worker could not be put in its cgroup: {e}"
+                    );
+                }
+            }
+        }
     }
 
     /// The socket of this job's worker if it is running.
@@ -277,9 +373,16 @@ impl Workers {
             };
         };
         let status = match tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await {
-            Ok(Ok(s)) => match (s.signal(), s.code()) {
-                (Some(sig), _) => format!("was killed by signal {sig} ({})", signal_name(sig)),
-                (None, Some(c)) => format!("exited with status {c}"),
+            Ok(Ok(s)) => match (s.signal(), s.code(), p.cgroup.as_ref()) {
+                (Some(9), _, Some(cg)) if cg.oom_killed() => format!(
+                    "was killed by signal 9 (SIGKILL): it exceeded its memory limit of {} (cgroup {})",
+                    human_bytes(cg.limit()),
+                    cg.dir().display()
+                ),
+                (Some(sig), _, _) => {
+                    format!("was killed by signal {sig} ({})", signal_name(sig))
+                }
+                (None, Some(c), _) => format!("exited with status {c}"),
                 _ => "ended".to_string(),
             },
             _ => {
@@ -294,6 +397,7 @@ impl Workers {
             .lock()
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
             .unwrap_or_default();
+        remove_cgroup(p.cgroup.take()).await;
         warn!(job_id, %status, "worker died");
         WorkerError {
             msg: format!(
@@ -307,6 +411,7 @@ impl Workers {
     pub async fn stop(&self, job_id: &str) {
         if let Some(mut p) = self.procs.lock().await.remove(job_id) {
             let _ = p.child.kill().await;
+            remove_cgroup(p.cgroup.take()).await;
             let _ = tokio::fs::remove_file(&p.socket).await;
             info!(job_id, "worker stopped");
         }
@@ -318,5 +423,18 @@ impl Workers {
         for j in jobs {
             self.stop(&j).await;
         }
+    }
+}
+
+/// Removes a reaped worker's cgroup, off the reactor (removal may wait briefly for the kernel).
+async fn remove_cgroup(cgroup: Option<WorkerCgroup>) {
+    let Some(cg) = cgroup else {
+        return;
+    };
+    let dir = cg.dir().to_path_buf();
+    match tokio::task::spawn_blocking(move || cg.remove()).await {
+        Ok(Ok(())) => debug!(cgroup = %dir.display(), "worker cgroup removed"),
+        Ok(Err(e)) => warn!(cgroup = %dir.display(), error = %e, "removing worker cgroup"),
+        Err(e) => warn!(cgroup = %dir.display(), error = %e, "removing worker cgroup"),
     }
 }

@@ -73,14 +73,25 @@ impl<'a> MapInput<'a> {
 /// assert_eq!(sum, 17.5);
 /// ```
 pub trait Input {
-    /// Calls `f` with every record of `input`; a record that does not parse is an error naming
-    /// the file and byte offset (or batch row).
+    /// Calls `f` with every record of `input` and returns how many records were skipped.
+    ///
+    /// A record that does not parse is an error naming the file and byte offset (or batch
+    /// rows), unless the job skips bad records ([`BAD_RECORDS_PARAM`] = `skip`, Spark's
+    /// DROPMALFORMED): then it is skipped and counted.
     fn for_each_record<F: FnMut(&Self)>(
         input: MapInput<'_>,
         ctx: &TaskContext,
         f: F,
-    ) -> Result<(), UdfError>;
+    ) -> Result<u64, UdfError>;
 }
+
+/// The job parameter that chooses what a record that does not parse does: `fail` (the
+/// default) fails the task naming the record; `skip` skips it and counts it in the
+/// [`SKIPPED_RECORDS_COUNTER`] counter.
+pub const BAD_RECORDS_PARAM: &str = "sluice.bad_records";
+
+/// The user counter of records skipped because they did not parse.
+pub const SKIPPED_RECORDS_COUNTER: &str = "skipped_bad_records";
 
 fn where_(ctx: &TaskContext) -> String {
     match ctx.split() {
@@ -93,12 +104,12 @@ impl Input for str {
     fn for_each_record<F: FnMut(&Self)>(
         input: MapInput<'_>,
         ctx: &TaskContext,
-        mut f: F,
-    ) -> Result<(), UdfError> {
+        f: F,
+    ) -> Result<u64, UdfError> {
         match input {
             MapInput::Text { text, .. } => {
-                text.lines().for_each(|l| f(l));
-                Ok(())
+                text.lines().for_each(f);
+                Ok(0)
             }
             MapInput::Batches(_) => Err(UdfError::Input(format!(
                 "{}: the job's mapper reads text lines (type In = str) but the input is Parquet; \
@@ -114,14 +125,22 @@ impl<T: DeserializeOwned> Input for T {
         input: MapInput<'_>,
         ctx: &TaskContext,
         mut f: F,
-    ) -> Result<(), UdfError> {
-        let bad = |offset: u64, what: &str, e: &dyn std::fmt::Display| {
-            UdfError::Input(format!(
+    ) -> Result<u64, UdfError> {
+        let skip = ctx.param(BAD_RECORDS_PARAM) == Some("skip");
+        let mut skipped = 0u64;
+        // Skipping counts the record; otherwise the task fails naming it.
+        let mut bad = |offset: u64, what: &str, e: &dyn std::fmt::Display| {
+            if skip {
+                skipped += 1;
+                return Ok(());
+            }
+            Err(UdfError::Input(format!(
                 "{}: cannot read the {what} record at byte {offset} as {}: {e}; \
-                 check --input-format and the job's input type",
+                 check --input-format and the job's input type, or pass \
+                 --param {BAD_RECORDS_PARAM}=skip to skip and count such records",
                 where_(ctx),
                 std::any::type_name::<T>()
-            ))
+            )))
         };
         match input {
             MapInput::Text {
@@ -138,21 +157,22 @@ impl<T: DeserializeOwned> Input for T {
                 format: InputFormat::Csv { .. },
                 offset,
             } => {
+                // Flexible: a record with a different number of fields is the record's
+                // problem (a deserialize error for a fixed-size type), not the whole split's.
                 let mut reader = csv::ReaderBuilder::new()
                     .has_headers(false)
+                    .flexible(true)
                     .from_reader(text.as_bytes());
                 let mut record = csv::StringRecord::new();
                 loop {
                     let start = reader.position().byte();
                     match reader.read_record(&mut record) {
-                        Ok(false) => return Ok(()),
-                        Ok(true) => {
-                            let row: T = record
-                                .deserialize(None)
-                                .map_err(|e| bad(offset + start, "CSV", &e))?;
-                            f(&row);
-                        }
-                        Err(e) => return Err(bad(offset + start, "CSV", &e)),
+                        Ok(false) => return Ok(skipped),
+                        Ok(true) => match record.deserialize::<T>(None) {
+                            Ok(row) => f(&row),
+                            Err(e) => bad(offset + start, "CSV", &e)?,
+                        },
+                        Err(e) => bad(offset + start, "CSV", &e)?,
                     }
                 }
             }
@@ -161,12 +181,14 @@ impl<T: DeserializeOwned> Input for T {
                 for line in text.split_inclusive('\n') {
                     let body = line.trim_end_matches(['\n', '\r']);
                     if !body.trim().is_empty() {
-                        let row: T = serde_json::from_str(body).map_err(|e| bad(at, "JSON", &e))?;
-                        f(&row);
+                        match serde_json::from_str::<T>(body) {
+                            Ok(row) => f(&row),
+                            Err(e) => bad(at, "JSON", &e)?,
+                        }
                     }
                     at += line.len() as u64;
                 }
-                Ok(())
+                Ok(skipped)
             }
             MapInput::Batches(batches) => {
                 let mut row0 = 0u64;
@@ -183,7 +205,7 @@ impl<T: DeserializeOwned> Input for T {
                     rows.iter().for_each(&mut f);
                     row0 += b.num_rows() as u64;
                 }
-                Ok(())
+                Ok(0)
             }
         }
     }
@@ -234,6 +256,26 @@ mod tests {
         let text = "{\"store\":\"a\",\"amount\":1}\n{\"store\":\"b\"}\n";
         let e = collect::<Sale>(MapInput::text(text, InputFormat::Jsonl, 0)).unwrap_err();
         assert!(e.to_string().contains("byte 25"), "{e}");
+    }
+
+    #[test]
+    fn bad_records_can_be_skipped_and_counted() {
+        let ctx = TaskContext::default().with_param(BAD_RECORDS_PARAM, "skip");
+        // A non-number, and a record with too few fields (extra fields are ignored, as in
+        // Spark's permissive CSV reading).
+        let text = "a,1\nb,xyz\nc\nd,4,extra\n";
+        let mut got = Vec::new();
+        let skipped = <(String, f64)>::for_each_record(
+            MapInput::text(text, InputFormat::Csv { header: false }, 0),
+            &ctx,
+            |r: &(String, f64)| got.push(r.0.clone()),
+        )
+        .unwrap();
+        assert_eq!((got, skipped), (vec!["a".to_string(), "d".to_string()], 2));
+        // Records of varying width read fine into a vector of fields.
+        let rows: Vec<Vec<String>> =
+            collect(MapInput::text(text, InputFormat::Csv { header: false }, 0)).unwrap();
+        assert_eq!(rows[3], ["d", "4", "extra"]);
     }
 
     #[test]

@@ -121,6 +121,12 @@ macro_rules! job_builder_methods {
             self
         }
 
+        /// Skips input records that do not parse, counting them in the `skipped_bad_records`
+        /// counter, instead of failing the task (Spark's DROPMALFORMED).
+        pub fn skip_bad_records(self) -> Self {
+            self.param(crate::input::BAD_RECORDS_PARAM, "skip")
+        }
+
         /// Sets a job parameter, which tasks read with `context().param(name)`.
         pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.defaults.params.insert(name.into(), value.into());
@@ -449,7 +455,10 @@ where
             _ => false,
         };
         if !handled {
-            M::In::for_each_record(input, ctx, |r| self.mapper.map(r, &mut out))?;
+            let skipped = M::In::for_each_record(input, ctx, |r| self.mapper.map(r, &mut out))?;
+            if skipped > 0 {
+                out.count(crate::input::SKIPPED_RECORDS_COUNTER, skipped as i64);
+            }
         }
         let t1 = std::time::Instant::now();
         let emitted = out.emitted();

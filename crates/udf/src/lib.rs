@@ -57,7 +57,9 @@ pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
 pub use context::{Counters, TaskContext};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
-pub use input::{Input, MapInput};
+pub use input::{Input, MapInput, BAD_RECORDS_PARAM, SKIPPED_RECORDS_COUNTER};
 pub use job::{shuffle_schema, Job, JobDef, JobDefaults, MapOutput, ReduceCounts};
 pub use registry::Registry;
+/// Formats and task identities from the engine's core, so job crates need only this crate.
+pub use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};
 pub use small::SmallString;
