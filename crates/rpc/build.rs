@@ -4,7 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Relative to this package: cargo resolves these against the current checkout, so a target
     // directory shared by several clones (CI's) still notices a changed .proto.
     let rel = "../../proto";
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    // Read at run time, not baked in with env!(): a build-script binary reused from another
+    // checkout in a shared target directory must still read this checkout's protos.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join(rel);
     let names = [
         "common.proto",
         "jobs.proto",
