@@ -4,14 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use sluice_testkit::{
-    assert_counts_eq, read_tsv_counts, reference_counts, sluice, snapshot_dir, CmdOutput,
+    assert_counts_eq, path_str as s, read_tsv_counts, reference_counts, sluice, snapshot_dir,
+    CmdOutput,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 /// A temp dir with a small input file `in/words.txt`, and where the output would go.
 struct Setup {

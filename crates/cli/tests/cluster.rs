@@ -3,13 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use sluice_testkit::{assert_counts_eq, generate_text, read_tsv_counts, reference_counts, Cluster};
+use sluice_testkit::{
+    assert_counts_eq, generate_text, path_str as s, read_tsv_counts, reference_counts, Cluster,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 /// Paths under `dir`, best effort (it may be vanishing while we look).
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -25,11 +23,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-fn json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{stdout}"))
 }
 
 #[test]
@@ -66,7 +59,7 @@ fn submit_wait_json_counts_exactly_on_two_executors() {
         r.stderr,
         cluster.logs()
     );
-    let st = json(&r.stdout);
+    let st = r.stdout_json();
     assert_eq!(st["state"], "succeeded", "{st}");
     assert_eq!(st["error"], "", "{st}");
     let job_id = st["job_id"].as_str().expect("job_id").to_string();
@@ -109,7 +102,7 @@ fn submit_wait_json_counts_exactly_on_two_executors() {
     // `jobs --json` lists the job as succeeded; `status --json` agrees.
     let r = cluster.sluice(&["jobs", "--coordinator", cluster.url(), "--json"]);
     r.assert_success();
-    let jobs = json(&r.stdout);
+    let jobs = r.stdout_json();
     let listed: Vec<&serde_json::Value> = jobs
         .as_array()
         .expect("jobs array")
@@ -120,9 +113,7 @@ fn submit_wait_json_counts_exactly_on_two_executors() {
     assert_eq!(listed[0]["state"], "succeeded", "{jobs}");
     assert_eq!(listed[0]["job"], "wordcount", "{jobs}");
 
-    let r = cluster.sluice(&["status", &job_id, "--coordinator", cluster.url(), "--json"]);
-    r.assert_success();
-    let status = json(&r.stdout);
+    let status = cluster.status(&job_id);
     assert_eq!(status["state"], "succeeded");
     assert_eq!(status["reduces_done"].as_u64(), Some(4));
 
@@ -155,7 +146,7 @@ fn cluster_drop_leaves_no_processes() {
     assert_eq!(pids.len(), 3);
     let r = cluster.sluice(&["jobs", "--coordinator", &url, "--json"]);
     r.assert_success();
-    assert_eq!(json(&r.stdout), serde_json::json!([]));
+    assert_eq!(r.stdout_json(), serde_json::json!([]));
     drop(cluster);
     for pid in pids {
         // Killed and reaped: no process, not even a zombie, is left under that id.
@@ -270,9 +261,7 @@ fn cancel_running_job() {
         "{}",
         r.stderr
     );
-    let r = cluster.sluice(&["status", &job_id, "--coordinator", cluster.url(), "--json"]);
-    r.assert_success();
-    let st = json(&r.stdout);
+    let st = cluster.status(&job_id);
     assert_eq!(st["state"], "cancelled", "{st}");
     assert!(
         st["maps_done"].as_u64().unwrap() < st["maps_total"].as_u64().unwrap(),
@@ -354,11 +343,10 @@ fn concurrent_jobs_on_one_output_stay_consistent() {
         ],
     );
     let small_state = if r.success() {
-        json(&r.stdout)["state"].as_str().unwrap().to_string()
+        r.stdout_json()["state"].as_str().unwrap().to_string()
     } else {
         // Refusing the second job is fine, with one error line naming the output.
-        let lines = r.stderr_lines();
-        let last = lines.last().copied().unwrap_or_default();
+        let last = r.last_stderr_line();
         assert!(
             last.starts_with("error: ") && last.contains(s(&out)),
             "{}",

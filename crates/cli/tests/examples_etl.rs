@@ -7,8 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -18,36 +17,9 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use sluice_testkit::{read_manifest, sluice, Cluster, CmdOutput};
+use sluice_testkit::{example_binary, path_str as s, read_manifest, sluice, Cluster, CmdOutput};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// An example binary beside `sluice` (`cargo test --workspace` builds it there through the
-/// example's own test); built here when it is missing.
-fn example_binary(name: &str, package: &str) -> PathBuf {
-    let dir = Path::new(BIN).parent().expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", package]).current_dir(&root);
-        if dir.file_name().is_some_and(|d| d == "release") {
-            cmd.arg("--release");
-        }
-        let ok = cmd.status().expect("run cargo build");
-        assert!(ok.success(), "building {package} failed");
-    }
-    assert!(
-        path.exists(),
-        "no {} after building {package}",
-        path.display()
-    );
-    path
-}
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -84,14 +56,14 @@ fn csv_field(f: &str) -> String {
     }
 }
 
-/// The status JSON a `--wait --json` submission printed on stdout.
-fn status_json(r: &CmdOutput) -> serde_json::Value {
-    serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "`{}` printed no JSON status ({e}):\n{}",
-            r.cmdline, r.stdout
-        )
-    })
+/// The status JSON a `--wait --json` submission to `cluster` printed, asserting that the
+/// submission and the job succeeded.
+#[track_caller]
+fn succeeded_status(r: &CmdOutput, cluster: &Cluster) -> serde_json::Value {
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    st
 }
 
 /// Asserts the counters of a job status: each named counter with its exact value.
@@ -341,7 +313,7 @@ fn assert_joined_eq(got: &[Joined], want: &[Joined], what: &str) {
 
 #[test]
 fn csv_join_on_a_cluster_and_embedded() {
-    let bin = example_binary("csv-join", "sluice-example-csv-join");
+    let bin = example_binary(BIN, "csv-join", "sluice-example-csv-join");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("shop");
     let data = generate_csv(&input, 7);
@@ -359,15 +331,12 @@ fn csv_join_on_a_cluster_and_embedded() {
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("joined");
     // No --input-format: the job's own default (CSV with header lines) applies.
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "csv-join",
+        &bin,
+        &input,
+        &out,
         &[
-            "--binary",
-            s(&bin),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
             "--split-size",
             "4KiB",
             "--reducers",
@@ -376,9 +345,7 @@ fn csv_join_on_a_cluster_and_embedded() {
             "--json",
         ],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let st = status_json(&r);
-    assert_eq!(st["state"], "succeeded", "{st}");
+    let st = succeeded_status(&r, &cluster);
     assert_counters(&st, &counters);
     let tasks = st["tasks"].as_array().expect("tasks");
     let maps = tasks
@@ -592,7 +559,7 @@ fn read_scores(out: &Path) -> BTreeMap<String, Vec<Scored>> {
 
 #[test]
 fn parquet_normalise_submitted_by_its_own_binary() {
-    let bin = example_binary("parquet-normalise", "sluice-example-parquet-normalise");
+    let bin = example_binary(BIN, "parquet-normalise", "sluice-example-parquet-normalise");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("readings");
     let readings = generate_parquet(&input, 3, 11);
@@ -621,9 +588,7 @@ fn parquet_normalise_submitted_by_its_own_binary() {
             "--json",
         ],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let st = status_json(&r);
-    assert_eq!(st["state"], "succeeded", "{st}");
+    let st = succeeded_status(&r, &cluster);
     assert_eq!(st["job"], "parquet-normalise", "{st}");
     assert_eq!(st["maps_total"].as_u64(), Some(3), "one map per file: {st}");
     assert_counters(

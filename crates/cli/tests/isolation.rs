@@ -3,77 +3,24 @@
 //! next job. The memory limit is a cgroup per worker where the machine allows one.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::Cluster;
+use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, workers_of, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 /// Two lines of 8 and 11 bytes; `lines` on it gives one row per length.
 const INPUT: &str = "one line\nand another\n";
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
 /// The faulty example binary, built beside `sluice` by `cargo test --workspace`, else built here.
 fn faulty() -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("target directory")
-        .join("faulty");
-    if !path.exists() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sluice-example-faulty"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(ok.success(), "building sluice-example-faulty failed");
-    }
-    path
-}
-
-/// The last line `sluice submit --wait` printed on stderr: the job's error.
-fn error_line(r: &sluice_testkit::CmdOutput) -> String {
-    r.stderr_lines()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_string()
+    example_binary(BIN, "faulty", "sluice-example-faulty")
 }
 
 /// Runs the working `lines` job from the faulty binary and checks its rows.
 fn lines_job_works(cluster: &Cluster, faulty: &Path, input: &Path, out: &Path) {
-    let r = cluster.submit(
-        "lines",
-        &[
-            "--binary",
-            s(faulty),
-            "--input",
-            s(input),
-            "--output",
-            s(out),
-            "--format",
-            "tsv",
-            "--wait",
-        ],
-    );
+    let r = cluster.submit_binary("lines", faulty, input, out, &["--format", "tsv", "--wait"]);
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let mut rows: Vec<String> = std::fs::read_dir(out)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    rows.sort();
-    assert_eq!(rows, vec!["11\t1", "8\t1"]);
+    assert_eq!(sorted_part_lines(out), vec!["11\t1", "8\t1"]);
 }
 
 #[test]
@@ -87,20 +34,9 @@ fn segfaulting_worker_fails_its_attempt_and_the_executor_serves_on() {
     let pids = cluster.pids();
 
     let out = tmp.path().join("out-segv");
-    let r = cluster.submit(
-        "segv",
-        &[
-            "--binary",
-            s(&faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--wait",
-        ],
-    );
+    let r = cluster.submit_binary("segv", &faulty, &input, &out, &["--wait"]);
     assert!(!r.success(), "the segv job should fail: {}", r.stdout);
-    let last = error_line(&r);
+    let last = r.last_stderr_line();
     let split = format!("task m-00000 (split {}:0+{})", s(&input), INPUT.len());
     for want in ["killed by signal 11 (SIGSEGV)", split.as_str()] {
         assert!(last.contains(want), "error line lacks {want:?}: {last}");
@@ -212,25 +148,6 @@ fn assert_no_worker_cgroups(dir: &Path, pid: u32, when: &str) {
     }
 }
 
-/// Live worker processes whose parent is process `executor`.
-fn workers_of(executor: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // `PID (COMM) STATE PPID ...`; COMM may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
-            (String::from_utf8_lossy(&cmd).contains("--sluice-worker")
-                && ppid.parse::<u32>().ok()? == executor)
-                .then_some(pid)
-        })
-        .collect()
-}
-
 #[test]
 fn worker_over_its_memory_limit_is_killed_in_its_own_cgroup() {
     let faulty = faulty();
@@ -254,18 +171,12 @@ fn worker_over_its_memory_limit_is_killed_in_its_own_cgroup() {
 
     // A working job first: its worker runs inside a child cgroup of the executor's, without
     // the rlimit variable (the cgroup is the limit).
-    let job = cluster.submit(
+    let job = cluster.submit_binary(
         "lines",
-        &[
-            "--binary",
-            s(&faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&tmp.path().join("out-first")),
-            "--format",
-            "tsv",
-        ],
+        &faulty,
+        &input,
+        &tmp.path().join("out-first"),
+        &["--format", "tsv"],
     );
     job.assert_success();
     let job_id = job.stdout.trim().to_string();
@@ -314,20 +225,9 @@ fn worker_over_its_memory_limit_is_killed_in_its_own_cgroup() {
 
     // Now one that allocates without bound.
     let out = tmp.path().join("out-oom");
-    let r = cluster.submit(
-        "oom",
-        &[
-            "--binary",
-            s(&faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--wait",
-        ],
-    );
+    let r = cluster.submit_binary("oom", &faulty, &input, &out, &["--wait"]);
     assert!(!r.success(), "the oom job should fail: {}", r.stdout);
-    let last = error_line(&r);
+    let last = r.last_stderr_line();
     let cgroup_named = format!("(cgroup {}/sluice-worker-{executor}-", s(&parent));
     for want in [
         "killed by signal 9 (SIGKILL)",

@@ -2,45 +2,25 @@
 //! executors (the `sluice` binary, which does not link it) and run in worker processes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::{assert_counts_eq, generate_text, read_tsv_counts, reference_counts, Cluster};
+use sluice_testkit::{
+    assert_counts_eq, example_binary, generate_text, path_str as s, read_tsv_counts,
+    reference_counts, sorted_part_lines, workers_under, Cluster,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 /// The paths of the (wordcount-typed, faulty) example binaries.
 fn example_binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
         (
-            example_binary("wordcount-typed", "sluice-example-wordcount"),
-            example_binary("faulty", "sluice-example-faulty"),
+            example_binary(BIN, "wordcount-typed", "sluice-example-wordcount"),
+            example_binary(BIN, "faulty", "sluice-example-faulty"),
         )
     })
-}
-
-/// PIDs of worker processes started from a binary under `dir`.
-fn workers_under(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("--sluice-worker") && cmd.contains(s(dir)) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// The distinct binaries of live worker processes under `dir`.
@@ -64,15 +44,12 @@ fn typed_wordcount_binary_runs_on_generic_executors() {
     let out = tmp.path().join("out");
     let files = generate_text(BIN, &corpus, "8MiB", 4, 21);
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "wordcount-typed",
+        wc,
+        &corpus,
+        &out,
         &[
-            "--binary",
-            s(wc),
-            "--input",
-            s(&corpus),
-            "--output",
-            s(&out),
             "--split-size",
             "1MiB",
             "--reducers",
@@ -89,7 +66,7 @@ fn typed_wordcount_binary_runs_on_generic_executors() {
         &reference_counts(&files),
         "job binary word count",
     );
-    let st: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let st = r.stdout_json();
     let executors: std::collections::BTreeSet<&str> = st["tasks"]
         .as_array()
         .unwrap()
@@ -130,25 +107,9 @@ fn crashing_workers_fail_their_attempts_not_the_executor() {
         ("oom", vec!["m-00000", "small.txt"]),
     ] {
         let out = tmp.path().join(format!("out-{job}"));
-        let r = cluster.submit(
-            job,
-            &[
-                "--binary",
-                s(faulty),
-                "--input",
-                s(&input),
-                "--output",
-                s(&out),
-                "--wait",
-            ],
-        );
+        let r = cluster.submit_binary(job, faulty, &input, &out, &["--wait"]);
         assert!(!r.success(), "{job}: the job should fail");
-        let last = r
-            .stderr_lines()
-            .last()
-            .copied()
-            .unwrap_or_default()
-            .to_string();
+        let last = r.last_stderr_line();
         for want in expect {
             assert!(
                 last.contains(want),
@@ -173,35 +134,15 @@ fn crashing_workers_fail_their_attempts_not_the_executor() {
     }
     // The same executor process still runs jobs, from the binary and built in.
     let out = tmp.path().join("out-lines");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "lines",
-        &[
-            "--binary",
-            s(faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--format",
-            "tsv",
-            "--wait",
-        ],
+        faulty,
+        &input,
+        &out,
+        &["--format", "tsv", "--wait"],
     );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let mut rows: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    rows.sort();
-    assert_eq!(rows, vec!["11\t1", "8\t1"]);
+    assert_eq!(sorted_part_lines(&out), vec!["11\t1", "8\t1"]);
     let out = tmp.path().join("out-wc");
     let r = cluster.submit(
         "wordcount",
@@ -229,17 +170,7 @@ fn binary_whose_hash_does_not_match_is_refused() {
     let out = tmp.path().join("out");
     // No executor yet: the job waits while we tamper with the stored binary.
     let mut cluster = Cluster::start(BIN, 0, 1).expect("coordinator starts");
-    let r = cluster.submit(
-        "lines",
-        &[
-            "--binary",
-            s(faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let r = cluster.submit_binary("lines", faulty, &input, &out, &[]);
     r.assert_success();
     let job_id = r.stdout.trim().to_string();
     let store = cluster.dir().join("coordinator-state/binaries");
@@ -276,20 +207,12 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
     // first waits for its reduces: the two binaries' workers must be alive at the same time.
     let mut cluster = Cluster::start(BIN, 0, 2).expect("coordinator starts");
     let submit = |cluster: &Cluster, job: &str, binary: &Path, out: &Path| {
-        let r = cluster.submit(
+        let r = cluster.submit_binary(
             job,
-            &[
-                "--binary",
-                s(binary),
-                "--input",
-                s(&corpus),
-                "--output",
-                s(out),
-                "--split-size",
-                "256KiB",
-                "--format",
-                "tsv",
-            ],
+            binary,
+            &corpus,
+            out,
+            &["--split-size", "256KiB", "--format", "tsv"],
         );
         r.assert_success();
         r.stdout.trim().to_string()
@@ -310,8 +233,7 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
     for id in [&a, &b] {
         let st = cluster.wait_for_job(id, Duration::from_secs(120));
         assert_eq!(st["state"], "succeeded", "{st}");
-        let full = cluster.sluice(&["status", id, "--coordinator", cluster.url(), "--json"]);
-        let full: serde_json::Value = serde_json::from_str(full.stdout.trim()).unwrap();
+        let full = cluster.status(id);
         let on: std::collections::BTreeSet<&str> = full["tasks"]
             .as_array()
             .unwrap()
@@ -333,40 +255,18 @@ fn two_job_binaries_run_at_once_on_the_same_executors() {
         }
     }
     let mut got: std::collections::BTreeMap<u64, i64> = Default::default();
-    for e in std::fs::read_dir(&out_lines).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            for row in std::fs::read_to_string(e.path()).unwrap().lines() {
-                let (len, n) = row.split_once('\t').unwrap();
-                assert!(got
-                    .insert(len.parse().unwrap(), n.parse().unwrap())
-                    .is_none());
-            }
-        }
+    for row in sorted_part_lines(&out_lines) {
+        let (len, n) = row.split_once('\t').unwrap();
+        assert!(got
+            .insert(len.parse().unwrap(), n.parse().unwrap())
+            .is_none());
     }
     assert_eq!(got, want);
 }
 
-/// One example binary by name, built beside `sluice` by `cargo test --workspace`, else built here.
-fn example_binary(name: &str, package: &str) -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("target directory")
-        .join(name);
-    if !path.exists() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", package])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(ok.success(), "building {package} failed");
-    }
-    path
-}
-
 #[test]
 fn distinct_count_with_a_custom_partitioner() {
-    let bin = example_binary("distinct-count", "sluice-example-distinct");
+    let bin = example_binary(BIN, "distinct-count", "sluice-example-distinct");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("pairs");
     std::fs::create_dir_all(&input).unwrap();
@@ -386,15 +286,12 @@ fn distinct_count_with_a_custom_partitioner() {
     }
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("out");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "distinct-count",
+        &bin,
+        &input,
+        &out,
         &[
-            "--binary",
-            s(&bin),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
             "--split-size",
             "16KiB",
             "--reducers",
@@ -427,7 +324,7 @@ fn distinct_count_with_a_custom_partitioner() {
 
 #[test]
 fn inverted_index_lists_sorted_documents_per_word() {
-    let bin = example_binary("inverted-index", "sluice-example-inverted-index");
+    let bin = example_binary(BIN, "inverted-index", "sluice-example-inverted-index");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("docs.tsv");
     let vocab = [
@@ -449,15 +346,12 @@ fn inverted_index_lists_sorted_documents_per_word() {
     std::fs::write(&input, text).unwrap();
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("out");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "inverted-index",
+        &bin,
+        &input,
+        &out,
         &[
-            "--binary",
-            s(&bin),
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
             "--split-size",
             "2KiB",
             "--reducers",
@@ -469,20 +363,15 @@ fn inverted_index_lists_sorted_documents_per_word() {
     );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for e in std::fs::read_dir(&out).unwrap().flatten() {
-        if !e.file_name().to_string_lossy().starts_with("part-") {
-            continue;
-        }
-        for row in std::fs::read_to_string(e.path()).unwrap().lines() {
-            let (word, list) = row.split_once('\t').unwrap();
-            let docs = list
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .split(", ")
-                .map(String::from)
-                .collect();
-            assert!(got.insert(word.to_string(), docs).is_none(), "{word} twice");
-        }
+    for row in sorted_part_lines(&out) {
+        let (word, list) = row.split_once('\t').unwrap();
+        let docs = list
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(", ")
+            .map(String::from)
+            .collect();
+        assert!(got.insert(word.to_string(), docs).is_none(), "{word} twice");
     }
     let want: std::collections::BTreeMap<String, Vec<String>> = want
         .into_iter()

@@ -3,36 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::{
-    assert_counts_eq, generate_text, read_tsv_counts, reference_counts, sluice, Cluster,
+    assert_counts_eq, example_binary, generate_text, path_str as s, read_tsv_counts,
+    reference_counts, sluice, Cluster,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// An example binary built next to `sluice` (its crate's own test builds it).
-fn example_binary(name: &str, package: &str) -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("target directory")
-        .join(name);
-    if !path.exists() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", package])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(ok.success(), "building {package} failed");
-    }
-    path
-}
 
 /// Directories left under some executor's `scratch/JOB`.
 fn scratch_left(cluster_dir: &Path, job_id: &str) -> Vec<PathBuf> {
@@ -47,21 +25,18 @@ fn scratch_left(cluster_dir: &Path, job_id: &str) -> Vec<PathBuf> {
 
 #[test]
 fn counters_count_kept_attempts_once_and_tasks_see_their_context() {
-    let faulty = example_binary("faulty", "sluice-example-faulty");
+    let faulty = example_binary(BIN, "faulty", "sluice-example-faulty");
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     let out = tmp.path().join("out");
     let files = generate_text(BIN, &corpus, "2MiB", 4, 5);
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "flaky",
+        &faulty,
+        &corpus,
+        &out,
         &[
-            "--binary",
-            s(&faulty),
-            "--input",
-            s(&corpus),
-            "--output",
-            s(&out),
             "--split-size",
             "128KiB",
             "--param",
@@ -73,7 +48,7 @@ fn counters_count_kept_attempts_once_and_tasks_see_their_context() {
         ],
     );
     assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let st: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let st = r.stdout_json();
 
     // Reference: line lengths modulo the job parameter, and the number of lines.
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -126,39 +101,27 @@ fn counters_count_kept_attempts_once_and_tasks_see_their_context() {
 
 #[test]
 fn a_bad_job_parameter_fails_with_its_name() {
-    let faulty = example_binary("faulty", "sluice-example-faulty");
+    let faulty = example_binary(BIN, "faulty", "sluice-example-faulty");
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.txt");
     std::fs::write(&input, "a\nbb\n").unwrap();
     let cluster = Cluster::start(BIN, 1, 1).expect("cluster starts");
-    let r = cluster.submit(
+    let r = cluster.submit_binary(
         "flaky",
-        &[
-            "--binary",
-            s(&faulty),
-            "--input",
-            s(&input),
-            "--output",
-            s(&tmp.path().join("out")),
-            "--param",
-            "modulo=seven",
-            "--wait",
-        ],
+        &faulty,
+        &input,
+        &tmp.path().join("out"),
+        &["--param", "modulo=seven", "--wait"],
     );
     assert!(!r.success());
-    let err = r
-        .stderr_lines()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_string();
+    let err = r.last_stderr_line();
     assert!(err.contains("modulo=\"seven\""), "{err}");
     assert!(err.contains("m-0000"), "names the task: {err}");
 }
 
 #[test]
 fn a_job_binary_runs_itself_embedded_and_submits_itself() {
-    let wc = example_binary("wordcount-typed", "sluice-example-wordcount");
+    let wc = example_binary(BIN, "wordcount-typed", "sluice-example-wordcount");
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     let files = generate_text(BIN, &corpus, "4MiB", 3, 8);
@@ -167,7 +130,7 @@ fn a_job_binary_runs_itself_embedded_and_submits_itself() {
     // describe: the job and the defaults set in code.
     let d = sluice(&wc, &["describe"]);
     d.assert_success();
-    let v: serde_json::Value = serde_json::from_str(d.stdout.trim()).unwrap();
+    let v = d.stdout_json();
     assert_eq!(v["jobs"][0], "wordcount-typed");
     assert_eq!(v["defaults"]["wordcount-typed"]["reducers"], 3, "{v}");
 
@@ -219,7 +182,7 @@ fn a_job_binary_runs_itself_embedded_and_submits_itself() {
         &want,
         "job binary submitted itself",
     );
-    let st: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let st = r.stdout_json();
     assert_eq!(
         st["reduces_total"], 2,
         "--reducers overrides the code: {st}"
@@ -231,12 +194,7 @@ fn a_job_binary_runs_itself_embedded_and_submits_itself() {
         &["run", "nope", "--input", s(&corpus), "--output", s(&out1)],
     );
     assert!(!r.success());
-    let err = r
-        .stderr_lines()
-        .last()
-        .copied()
-        .unwrap_or_default()
-        .to_string();
+    let err = r.last_stderr_line();
     assert!(
         err.contains("unknown job 'nope'") && err.contains("wordcount-typed"),
         "{err}"

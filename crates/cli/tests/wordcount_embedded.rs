@@ -1,17 +1,11 @@
 //! `sluice run wordcount` end to end, embedded: exact counts against an independent reference.
 
-use std::path::Path;
-
 use sluice_testkit::{
-    assert_counts_eq, generate_text, part_files, read_manifest, read_tsv_counts, reference_counts,
-    sluice, total, Counts,
+    assert_counts_eq, generate_text, part_files, path_str as s, read_manifest, read_tsv_counts,
+    reference_counts, sluice, total, Counts,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
 
 /// The `(word, count)` rows `--top` printed after its `top N:` header.
 fn printed_top(stdout: &str) -> Vec<(String, u64)> {

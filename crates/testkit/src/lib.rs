@@ -41,6 +41,74 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestkitErro
     move |source| TestkitError::Io { what, source }
 }
 
+/// `p` as a `&str`, for command lines; panics unless it is UTF-8 (temp paths are).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// The example job binary `name` beside the `sluice` binary at `sluice_bin` (where
+/// `cargo test --workspace` builds it, through the example's own test); built here with
+/// `cargo build -p PACKAGE` (`--release` in a release target directory) when it is missing.
+pub fn example_binary(sluice_bin: impl AsRef<Path>, name: &str, package: &str) -> PathBuf {
+    let dir = sluice_bin.as_ref().parent().expect("target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", package]).current_dir(&root);
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let ok = cmd.status().expect("run cargo build");
+        assert!(ok.success(), "building {package} failed");
+    }
+    assert!(
+        path.exists(),
+        "no {} after building {package}",
+        path.display()
+    );
+    path
+}
+
+/// Live worker processes (command line holding `--sluice-worker`) on this machine, from
+/// `/proc`: pid, command line (NUL-separated, lossy UTF-8) and the `/proc/PID` directory.
+fn worker_processes() -> impl Iterator<Item = (u32, String, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).into_owned();
+            cmd.contains("--sluice-worker")
+                .then(|| (pid, cmd, e.path()))
+        })
+}
+
+/// PIDs of live worker processes whose command line names `dir` (started from a binary under
+/// it, e.g. a [`Cluster::dir`]).
+pub fn workers_under(dir: impl AsRef<Path>) -> Vec<u32> {
+    let dir = path_str(dir.as_ref());
+    worker_processes()
+        .filter(|(_, cmd, _)| cmd.contains(dir))
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+/// PIDs of live worker processes whose parent is process `parent` (an executor).
+pub fn workers_of(parent: u32) -> Vec<u32> {
+    worker_processes()
+        .filter_map(|(pid, _, proc_dir)| {
+            let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+            // `PID (COMM) STATE PPID ...`; COMM may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid.parse::<u32>().ok()? == parent).then_some(pid)
+        })
+        .collect()
+}
+
 /// Word counts: word to number of occurrences.
 pub type Counts = HashMap<String, u64>;
 
@@ -129,6 +197,26 @@ pub fn part_files(dir: impl AsRef<Path>, ext: &str) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// Every line of the files named `part-*` in `dir` (any extension), sorted.
+pub fn sorted_part_lines(dir: impl AsRef<Path>) -> Vec<String> {
+    let dir = dir.as_ref();
+    let mut lines: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing output {}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .flat_map(|e| {
+            let p = e.path();
+            std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Parses the JSON manifest held by `OUTPUT/_SUCCESS`.
@@ -265,6 +353,20 @@ impl CmdOutput {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .collect()
+    }
+
+    /// The last non-empty line of standard error (`""` if none): a failed job's error.
+    pub fn last_stderr_line(&self) -> &str {
+        self.stderr_lines().last().copied().unwrap_or_default()
+    }
+
+    /// Standard output parsed as one JSON value (e.g. the status `--json` prints); panics,
+    /// showing it, if it is not.
+    #[track_caller]
+    pub fn stdout_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!("`{}` printed no JSON ({e}):\n{}", self.cmdline, self.stdout)
+        })
     }
 }
 
@@ -573,8 +675,7 @@ impl Cluster {
     pub fn status(&self, job_id: &str) -> serde_json::Value {
         let r = self.sluice(&["status", job_id, "--coordinator", &self.url, "--json"]);
         r.assert_success();
-        serde_json::from_str(r.stdout.trim())
-            .unwrap_or_else(|e| panic!("status of {job_id} is not JSON ({e}): {}", r.stdout))
+        r.stdout_json()
     }
 
     /// Polls the status of `job_id` until it is final (succeeded, failed or cancelled); panics,
@@ -609,6 +710,28 @@ impl Cluster {
         let mut all = vec!["submit", job, "--coordinator", self.url.as_str()];
         all.extend_from_slice(args);
         self.sluice(&all)
+    }
+
+    /// Runs `sluice submit JOB --coordinator URL --binary BINARY --input INPUT --output OUTPUT
+    /// ARGS...` against this cluster.
+    pub fn submit_binary(
+        &self,
+        job: &str,
+        binary: &Path,
+        input: &Path,
+        output: &Path,
+        args: &[&str],
+    ) -> CmdOutput {
+        let mut all = vec![
+            "--binary",
+            path_str(binary),
+            "--input",
+            path_str(input),
+            "--output",
+            path_str(output),
+        ];
+        all.extend_from_slice(args);
+        self.submit(job, &all)
     }
 }
 
