@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_core::config::CoordinatorConfig;
-use sluice_core::{JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
+use sluice_core::{InputFormat, JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
 use sluice_rpc::pb::control_server::{Control, ControlServer};
 use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
@@ -117,7 +117,9 @@ impl Coordinator {
             let committer = OutputCommitter::new(&s.output);
             committer.check(s.overwrite)?;
             let splits = if s.input_format.is_line_based() {
-                plan_splits(&files, s.split_size)
+                // Files with a header line per file (CSV) are never combined.
+                let combine = !matches!(s.input_format, InputFormat::Csv { header: true });
+                plan_splits(&files, s.split_size, combine)
             } else {
                 whole_file_splits(&files)
             };

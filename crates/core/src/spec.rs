@@ -118,7 +118,8 @@ pub struct JobSpec {
 }
 
 /// A byte range `[start, end)` of one input file; it owns every line that starts inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Small files are combined: `rest` holds more whole files read after this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Split {
     /// File path.
     pub path: String,
@@ -128,10 +129,29 @@ pub struct Split {
     pub end: u64,
     /// Length of the whole file.
     pub file_len: u64,
+    /// Whole small files read after this one, in order (Hadoop's CombineFileInputFormat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rest: Vec<Split>,
+}
+
+impl Split {
+    /// Bytes this split covers, its combined files included.
+    pub fn len(&self) -> u64 {
+        self.end - self.start + self.rest.iter().map(|r| r.end - r.start).sum::<u64>()
+    }
+
+    /// True when it covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl fmt::Display for Split {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}+{}", self.path, self.start, self.end - self.start)
+        write!(f, "{}:{}+{}", self.path, self.start, self.end - self.start)?;
+        if !self.rest.is_empty() {
+            write!(f, " and {} more small files", self.rest.len())?;
+        }
+        Ok(())
     }
 }

@@ -243,7 +243,7 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
     let input_format =
         InputFormat::parse(&spec.input_format).map_err(|e| TaskError::fatal(e.to_string()))?;
     let stats = |lines, shuffle_bytes, counters: Counters| pb::Stats {
-        bytes_read: split.end - split.start,
+        bytes_read: split.len(),
         records_in: lines,
         shuffle_bytes,
         counters: counters.into_map().into_iter().collect(),

@@ -140,6 +140,7 @@ impl From<&Split> for pb::Split {
             start: s.start,
             end: s.end,
             file_len: s.file_len,
+            rest: s.rest.iter().map(Into::into).collect(),
         }
     }
 }
@@ -151,6 +152,7 @@ impl From<&pb::Split> for Split {
             start: s.start,
             end: s.end,
             file_len: s.file_len,
+            rest: s.rest.iter().map(Into::into).collect(),
         }
     }
 }

@@ -50,9 +50,13 @@ pub struct OutputCommitter {
 impl OutputCommitter {
     /// A committer for `output` (a path or `file://` URI).
     pub fn new(output: &str) -> Self {
-        OutputCommitter {
-            root: PathBuf::from(output.strip_prefix("file://").unwrap_or(output)),
-        }
+        // A mounted datastore (`ds://NAME/...` of kind posix, glusterfs, nfs-mount) is a local
+        // path; an object store is refused by `check`, before anything is written.
+        let root = match crate::datastore::Datastores::global().map(|d| d.resolve(output)) {
+            Ok(Ok(crate::datastore::Location::Local(p))) => p,
+            _ => PathBuf::from(output.strip_prefix("file://").unwrap_or(output)),
+        };
+        OutputCommitter { root }
     }
 
     /// The output directory.
@@ -62,6 +66,17 @@ impl OutputCommitter {
 
     /// Refuses an output that holds a committed job unless `overwrite`; writes nothing.
     pub fn check(&self, overwrite: bool) -> Result<(), StorageError> {
+        let out = self.root.to_string_lossy();
+        if out.starts_with("s3://") || out.starts_with("ds://") {
+            // An unknown or misconfigured datastore is the clearer error, so it comes first.
+            crate::datastore::Datastores::global().and_then(|d| d.resolve(&out))?;
+            return Err(StorageError::Datastore {
+                name: out.into_owned(),
+                reason: "committing output to an object store is not built yet; write the \
+                         output to a local or mounted path"
+                    .into(),
+            });
+        }
         if !overwrite && self.root.join(SUCCESS_FILE).exists() {
             return Err(StorageError::OutputCommitted(
                 self.root.display().to_string(),

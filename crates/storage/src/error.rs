@@ -27,6 +27,26 @@ pub enum StorageError {
         /// Absolute byte offset of the first invalid byte.
         offset: u64,
     },
+    /// A datastore that cannot be used as configured (unknown name, unmounted root, ...).
+    #[error("datastore '{name}': {reason}")]
+    Datastore {
+        /// The datastore (or bucket) name.
+        name: String,
+        /// What is wrong and what to check.
+        reason: String,
+    },
+    /// An object-store request that failed (after object_store's own retries).
+    #[error("{op} {uri} on datastore '{name}': {reason}")]
+    Object {
+        /// What was being done.
+        op: &'static str,
+        /// The object or prefix.
+        uri: String,
+        /// The datastore (or bucket).
+        name: String,
+        /// The store's answer, and what to check.
+        reason: String,
+    },
     /// The output holds a committed job already.
     #[error("output '{0}' already holds a committed job (_SUCCESS exists); pass --overwrite or choose another --output")]
     OutputCommitted(String),

@@ -2,6 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+use crate::datastore::{block_on, Datastores, Location};
 use crate::error::io;
 use crate::StorageError;
 
@@ -46,7 +51,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StorageError> {
 pub fn list_inputs(inputs: &[String]) -> Result<Vec<InputFile>, StorageError> {
     let mut files = Vec::new();
     for input in inputs {
-        let input = input.strip_prefix("file://").unwrap_or(input);
+        let local = match Datastores::global()?.resolve(input)? {
+            Location::Local(p) => p.to_string_lossy().into_owned(),
+            loc => {
+                list_objects(&loc, input, &mut files)?;
+                continue;
+            }
+        };
+        let input = local.as_str();
         let mut found = Vec::new();
         if input.contains(['*', '?', '[']) {
             let paths = glob::glob(input).map_err(|e| StorageError::BadPattern {
@@ -95,6 +107,101 @@ pub fn list_inputs(inputs: &[String]) -> Result<Vec<InputFile>, StorageError> {
         }
     }
     Ok(files)
+}
+
+/// Lists the objects an object-store input names: one object, every object under a prefix
+/// (skipping names starting with `_` or `.`), or those matching a glob.
+fn list_objects(
+    loc: &Location,
+    input: &str,
+    files: &mut Vec<InputFile>,
+) -> Result<(), StorageError> {
+    let Location::Object {
+        store,
+        path,
+        key,
+        name,
+        ..
+    } = loc
+    else {
+        return Ok(());
+    };
+    let failed = |op: &'static str, e: object_store::Error| StorageError::Object {
+        op,
+        uri: input.to_string(),
+        name: name.clone(),
+        reason: match e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                format!("{e}; check the datastore's credentials")
+            }
+            e => format!("{e}; check the endpoint, bucket and credentials"),
+        },
+    };
+    let key = key.as_str();
+    let wild = key.find(['*', '?', '[']);
+    let pattern = match wild {
+        Some(_) => Some(
+            glob::Pattern::new(key).map_err(|e| StorageError::BadPattern {
+                pattern: input.to_string(),
+                reason: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let prefix = match wild {
+        Some(i) => key[..i].rsplit_once('/').map_or("", |(p, _)| p),
+        None => key,
+    };
+    let list_prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+    let mut objects: Vec<object_store::ObjectMeta> =
+        block_on(store.list(list_prefix.as_ref()).try_collect())
+            .map_err(|e| failed("listing", e))?;
+    // Nothing under it as a prefix: it may name one object. (Listing first, because some
+    // stores answer a HEAD of a "directory" with an error rather than 404.)
+    if objects.is_empty() && pattern.is_none() && !key.is_empty() {
+        match block_on(store.head(path)) {
+            Ok(meta) => objects.push(meta),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::InputMissing(input.to_string()))
+            }
+            Err(e) => return Err(failed("reading", e)),
+        }
+        let o = &objects[0];
+        files.push(InputFile {
+            path: loc.uri_of(&o.location),
+            len: o.size,
+        });
+        return Ok(());
+    }
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut any = false;
+    let before = files.len();
+    for o in objects {
+        any = true;
+        let k = o.location.as_ref();
+        let rel = k.strip_prefix(prefix).unwrap_or(k).trim_start_matches('/');
+        if rel
+            .split('/')
+            .any(|seg| seg.starts_with('_') || seg.starts_with('.'))
+        {
+            continue;
+        }
+        if pattern.as_ref().is_some_and(|p| !p.matches(k)) {
+            continue;
+        }
+        files.push(InputFile {
+            path: loc.uri_of(&o.location),
+            len: o.size,
+        });
+    }
+    if !any || (pattern.is_some() && files.len() == before) {
+        return Err(StorageError::InputMissing(input.to_string()));
+    }
+    if files.len() == before {
+        return Err(StorageError::InputEmpty(input.to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

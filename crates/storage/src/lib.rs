@@ -2,6 +2,7 @@
 //! write output parts, and commit output so that readers never see partial results.
 
 mod commit;
+pub mod datastore;
 mod error;
 mod input;
 mod output;

@@ -22,11 +22,36 @@ fn bad(path: &Path, reason: impl Into<String>) -> StorageError {
 
 /// Reads every record batch of the Parquet file `split` names (a whole-file split).
 pub fn read_parquet(split: &Split) -> Result<Vec<RecordBatch>, StorageError> {
+    use crate::datastore::{block_on, Datastores, Location};
+    use object_store::ObjectStoreExt;
     let path = Path::new(&split.path);
-    let file = File::open(path).map_err(io("opening input", path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    let not_parquet =
+        |e: parquet::errors::ParquetError| bad(path, format!("not a readable Parquet file: {e}"));
+    let reader = match Datastores::global()?.resolve(&split.path)? {
+        Location::Local(p) => {
+            let file = File::open(&p).map_err(io("opening input", &p))?;
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .map_err(not_parquet)?
+        }
+        Location::Object {
+            store,
+            path: key,
+            name,
+            ..
+        } => {
+            let failed = |e: object_store::Error| StorageError::Object {
+                op: "reading",
+                uri: split.path.clone(),
+                name: name.clone(),
+                reason: e.to_string(),
+            };
+            let bytes = block_on(async { store.get(&key).await?.bytes().await }).map_err(failed)?;
+            ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(not_parquet)?
+        }
+    };
     reader
         .map(|b| b.map_err(|e| bad(path, e.to_string())))
         .collect()

@@ -7,8 +7,10 @@ use std::io::{Read, Seek, SeekFrom};
 
 use sluice_core::Split;
 
+use crate::datastore::{block_on, Datastores, Location};
 use crate::error::io;
 use crate::{InputFile, StorageError};
+use object_store::ObjectStoreExt;
 
 /// Bytes read at a time when a split's last line runs past its end.
 const EXTEND_CHUNK: usize = 64 * 1024;
@@ -18,10 +20,38 @@ const EXTEND_CHUNK: usize = 64 * 1024;
 const SPLIT_SLOP: f64 = 1.1;
 
 /// Cuts every file into `[start, end)` ranges of about `split_size` bytes; empty files get none.
-pub fn plan_splits(files: &[InputFile], split_size: u64) -> Vec<Split> {
+///
+/// With `combine_small`, files under half the split size are not split but gathered, in
+/// order, into splits of up to `split_size` bytes (Hadoop's CombineFileInputFormat), so that
+/// ten thousand 1 KiB files make a few tasks rather than ten thousand.
+pub fn plan_splits(files: &[InputFile], split_size: u64, combine_small: bool) -> Vec<Split> {
     let size = split_size.max(1);
     let mut splits = Vec::new();
+    let mut group: Vec<Split> = Vec::new();
+    let mut group_len = 0u64;
+    let flush = |group: &mut Vec<Split>, splits: &mut Vec<Split>| {
+        if !group.is_empty() {
+            let mut first = group.remove(0);
+            first.rest = std::mem::take(group);
+            splits.push(first);
+        }
+    };
     for f in files {
+        if combine_small && f.len > 0 && f.len < size / 2 {
+            if group_len + f.len > size {
+                flush(&mut group, &mut splits);
+                group_len = 0;
+            }
+            group.push(Split {
+                path: f.path.clone(),
+                start: 0,
+                end: f.len,
+                file_len: f.len,
+                rest: Vec::new(),
+            });
+            group_len += f.len;
+            continue;
+        }
         let mut start = 0;
         while start < f.len {
             let rest = f.len - start;
@@ -35,10 +65,12 @@ pub fn plan_splits(files: &[InputFile], split_size: u64) -> Vec<Split> {
                 start,
                 end,
                 file_len: f.len,
+                rest: Vec::new(),
             });
             start = end;
         }
     }
+    flush(&mut group, &mut splits);
     splits
 }
 
@@ -52,6 +84,7 @@ pub fn whole_file_splits(files: &[InputFile]) -> Vec<Split> {
             start: 0,
             end: f.len,
             file_len: f.len,
+            rest: Vec::new(),
         })
         .collect()
 }
@@ -82,33 +115,89 @@ pub struct SplitLines<'a> {
     pub bytes_read: u64,
 }
 
-/// Appends up to `len` bytes at `pos` to `buf`; returns how many came.
-fn read_append(
-    file: &mut File,
-    path: &str,
-    buf: &mut Vec<u8>,
-    pos: u64,
-    len: u64,
-) -> Result<usize, StorageError> {
-    file.seek(SeekFrom::Start(pos))
-        .map_err(io("seeking input", path))?;
-    Read::by_ref(file)
-        .take(len)
-        .read_to_end(buf)
-        .map_err(io("reading input", path))
+/// Where a split's bytes come from: a local file, or ranged GETs from an object store.
+enum Source {
+    File(File),
+    Object {
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        key: object_store::path::Path,
+        name: String,
+        len: u64,
+    },
+}
+
+impl Source {
+    fn open(path: &str, file_len: u64) -> Result<Source, StorageError> {
+        match Datastores::global()?.resolve(path)? {
+            Location::Local(p) => Ok(Source::File(
+                File::open(&p).map_err(io("opening input", &p))?,
+            )),
+            Location::Object {
+                store, path, name, ..
+            } => Ok(Source::Object {
+                store,
+                key: path,
+                name,
+                len: file_len,
+            }),
+        }
+    }
+
+    /// Appends up to `len` bytes at `pos` to `buf`; returns how many came.
+    fn read_append(
+        &mut self,
+        path: &str,
+        buf: &mut Vec<u8>,
+        pos: u64,
+        len: u64,
+    ) -> Result<usize, StorageError> {
+        match self {
+            Source::File(file) => {
+                file.seek(SeekFrom::Start(pos))
+                    .map_err(io("seeking input", path))?;
+                Read::by_ref(file)
+                    .take(len)
+                    .read_to_end(buf)
+                    .map_err(io("reading input", path))
+            }
+            Source::Object {
+                store,
+                key,
+                name,
+                len: size,
+            } => {
+                let end = (pos + len).min(*size);
+                if pos >= end {
+                    return Ok(0);
+                }
+                let bytes =
+                    block_on(store.get_range(key, pos..end)).map_err(|e| StorageError::Object {
+                        op: "reading bytes",
+                        uri: format!("{pos}..{end} of {path}"),
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                buf.extend_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+        }
+    }
 }
 
 /// Reads the lines owned by `split` (those whose first byte lies in `[start, end)`) into
 /// `buf`, which is cleared first and may be reused across splits to spare page faults.
 pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<'a>, StorageError> {
+    if !split.rest.is_empty() {
+        return read_combined(split, buf);
+    }
     let path = split.path.as_str();
-    let mut file = File::open(path).map_err(io("opening input", path))?;
+    let mut file = Source::open(path, split.file_len)?;
     // One byte of look-behind tells whether `start` begins a line.
     let begin = split.start.saturating_sub(1);
     buf.clear();
     // One allocation: growing a 64 MiB buffer by doubling copies it and faults every page twice.
     buf.reserve((split.end - begin) as usize + EXTEND_CHUNK);
-    let got = read_append(&mut file, path, buf, begin, split.end - begin)?;
+    let got = file.read_append(path, buf, begin, split.end - begin)?;
     let mut bytes_read = got as u64;
 
     let first = if split.start == 0 {
@@ -130,7 +219,7 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
         loop {
             let before = buf.len();
             let pos = begin + before as u64;
-            let n = read_append(&mut file, path, buf, pos, EXTEND_CHUNK as u64)?;
+            let n = file.read_append(path, buf, pos, EXTEND_CHUNK as u64)?;
             if n == 0 {
                 break;
             }
@@ -159,6 +248,87 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
     })
 }
 
+/// Files fetched at once from an object store for a combined split.
+const COMBINED_FETCHES: usize = 16;
+
+/// Reads a split of whole small files: each file in full, one after another, a newline added
+/// where a file does not end with one. Objects are fetched several at a time.
+fn read_combined<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<'a>, StorageError> {
+    use futures::StreamExt;
+    let parts: Vec<&Split> = std::iter::once(split).chain(split.rest.iter()).collect();
+    buf.clear();
+    buf.reserve(split.len() as usize + parts.len());
+    let ds = Datastores::global()?;
+    let mut bounds = Vec::with_capacity(parts.len()); // (start in buf, path)
+                                                      // Resolve everything first; objects are fetched concurrently, local files read in order.
+    let mut fetched: Vec<Option<bytes::Bytes>> = vec![None; parts.len()];
+    let mut remote = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if let Location::Object {
+            store, path, name, ..
+        } = ds.resolve(&p.path)?
+        {
+            remote.push((i, store, path, name, p.path.clone()));
+        }
+    }
+    if !remote.is_empty() {
+        let got: Vec<Result<(usize, bytes::Bytes), StorageError>> = block_on(
+            futures::stream::iter(remote.into_iter().map(
+                |(i, store, key, name, uri)| async move {
+                    let r = async { store.get(&key).await?.bytes().await }.await;
+                    r.map(|b| (i, b)).map_err(|e| StorageError::Object {
+                        op: "reading",
+                        uri,
+                        name,
+                        reason: e.to_string(),
+                    })
+                },
+            ))
+            .buffer_unordered(COMBINED_FETCHES)
+            .collect(),
+        );
+        for r in got {
+            let (i, b) = r?;
+            fetched[i] = Some(b);
+        }
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let at = buf.len();
+        match fetched[i].take() {
+            Some(b) => buf.extend_from_slice(&b),
+            None => {
+                let mut src = Source::open(&p.path, p.file_len)?;
+                src.read_append(&p.path, buf, 0, p.file_len)?;
+            }
+        }
+        if buf.len() > at && buf.last() != Some(&b'\n') {
+            buf.push(b'\n');
+        }
+        bounds.push((at, p.path.as_str()));
+    }
+    let bytes_read = buf.len() as u64;
+    let lines = memchr::memchr_iter(b'\n', buf).count() as u64;
+    let text = std::str::from_utf8(buf).map_err(|e| {
+        let at = e.valid_up_to();
+        let (start, path) = bounds
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= at)
+            .copied()
+            .unwrap_or((0, split.path.as_str()));
+        StorageError::InvalidUtf8 {
+            path: path.to_string(),
+            offset: (at - start) as u64,
+        }
+    })?;
+    Ok(SplitLines {
+        text,
+        offset: 0,
+        lines,
+        bytes_read,
+    })
+}
+
 /// Reads the lines owned by `split` into a new string.
 pub fn read_split_text(split: &Split) -> Result<SplitText, StorageError> {
     let mut buf = Vec::new();
@@ -181,7 +351,7 @@ mod tests {
             len,
         }];
         let mut all = String::new();
-        for s in plan_splits(&files, size) {
+        for s in plan_splits(&files, size, false) {
             let t = read_split_text(&s).unwrap();
             assert!(t.offset >= s.start || t.text.is_empty());
             all.push_str(&t.text);
@@ -212,9 +382,9 @@ mod tests {
                 len,
             }]
         };
-        assert_eq!(plan_splits(&f(105), 100).len(), 1);
-        assert_eq!(plan_splits(&f(111), 100).len(), 2);
-        assert_eq!(plan_splits(&f(300), 100).len(), 3);
+        assert_eq!(plan_splits(&f(105), 100, false).len(), 1);
+        assert_eq!(plan_splits(&f(111), 100, false).len(), 2);
+        assert_eq!(plan_splits(&f(300), 100, false).len(), 3);
     }
 
     #[test]
@@ -224,7 +394,7 @@ mod tests {
             path: "x".into(),
             len: 0,
         }];
-        assert!(plan_splits(&f, 10).is_empty());
+        assert!(plan_splits(&f, 10, true).is_empty());
         let p = d.path().join("bad.txt");
         std::fs::write(&p, b"ok line\nbad \xff here\n").unwrap();
         let s = Split {
@@ -232,9 +402,63 @@ mod tests {
             start: 0,
             end: 20,
             file_len: 20,
+            rest: Vec::new(),
         };
         let e = read_split_text(&s).unwrap_err().to_string();
         assert!(e.contains("byte offset 12"), "{e}");
         assert!(e.contains("bad.txt"), "{e}");
+    }
+
+    #[test]
+    fn small_files_are_combined_and_read_whole_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        let mut want = String::new();
+        for i in 0..50 {
+            // Every third file lacks a final newline; one is empty.
+            let text = match i % 3 {
+                0 => format!("file {i} line one\nfile {i} line two\n"),
+                1 => format!("file {i} no newline"),
+                _ if i == 5 => String::new(),
+                _ => format!("file {i}\n"),
+            };
+            let p = d.path().join(format!("{i:02}.txt"));
+            std::fs::write(&p, &text).unwrap();
+            if !text.is_empty() {
+                want.push_str(&text);
+                if !text.ends_with('\n') {
+                    want.push('\n');
+                }
+            }
+            files.push(InputFile {
+                path: p.to_string_lossy().into_owned(),
+                len: text.len() as u64,
+            });
+        }
+        // A large file among them is split as usual.
+        let big = d.path().join("zz-big.txt");
+        std::fs::write(&big, "x\n".repeat(300)).unwrap();
+        files.push(InputFile {
+            path: big.to_string_lossy().into_owned(),
+            len: 600,
+        });
+        let splits = plan_splits(&files, 256, true);
+        let combined: Vec<_> = splits.iter().filter(|s| !s.rest.is_empty()).collect();
+        assert!(combined.len() >= 2 && combined.len() < 10, "{splits:#?}");
+        assert!(splits.iter().all(|s| s.rest.is_empty() || s.len() <= 256));
+        let mut got = String::new();
+        for s in &splits {
+            got.push_str(&read_split_text(s).unwrap().text);
+        }
+        want.push_str(&"x\n".repeat(300));
+        // Every line exactly once (the last small group follows the large file).
+        let sorted = |t: &str| {
+            let mut l: Vec<String> = t.lines().map(String::from).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&got), sorted(&want));
+        // Without combining, one split per small file.
+        assert_eq!(plan_splits(&files[..50], 256, false).len(), 49);
     }
 }

@@ -237,6 +237,7 @@ mod tests {
             start: 0,
             end: text.len() as u64,
             file_len: text.len() as u64,
+            rest: Vec::new(),
         };
         let ctx = TaskContext::new("t", TaskId::map(0), 0).with_split(split);
         let input = MapInput::text(text, InputFormat::Csv { header: true }, 0);
