@@ -128,9 +128,31 @@ impl OutputCommitter {
             path: staged.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&staged, json).map_err(io("writing", &staged))?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&staged).map_err(io("writing", &staged))?;
+            f.write_all(&json).map_err(io("writing", &staged))?;
+            // Durable before it becomes visible: a reader that sees _SUCCESS sees all of it.
+            f.sync_all().map_err(io("syncing", &staged))?;
+        }
         let fin = self.root.join(SUCCESS_FILE);
-        std::fs::rename(&staged, &fin).map_err(io("writing", &fin))?;
+        // A hard link, unlike a rename, fails when _SUCCESS exists: of two jobs racing to
+        // commit one output, exactly one wins, with no lock service.
+        match std::fs::hard_link(&staged, &fin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.prune(&self.root.join(TEMP_DIR));
+                return Err(StorageError::CommitLost {
+                    output: self.root.display().to_string(),
+                    job_id: manifest.job_id.clone(),
+                });
+            }
+            Err(e) => return Err(io("writing", &fin)(e)),
+        }
+        if let Ok(d) = std::fs::File::open(&self.root) {
+            let _ = d.sync_all();
+        }
         std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
         self.prune(&self.root.join(TEMP_DIR));
         Ok(())
@@ -186,6 +208,54 @@ impl OutputCommitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_two_jobs_committing_one_output_at_once_exactly_one_wins() {
+        for round in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let out = d.path().join("out");
+            let out_s = out.to_string_lossy().into_owned();
+            OutputCommitter::new(&out_s).setup_job(false).unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let handles: Vec<_> = ["ja", "jb"]
+                .into_iter()
+                .map(|job| {
+                    let (out_s, barrier) = (out_s.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let m = Manifest {
+                            job_id: job.into(),
+                            job: "wordcount".into(),
+                            format: "tsv".into(),
+                            files: Vec::new(),
+                            rows: 0,
+                            bytes: 0,
+                        };
+                        barrier.wait();
+                        OutputCommitter::new(&out_s).commit_job(&m).map(|()| job)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let winners: Vec<&str> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            let loser = results
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .unwrap()
+                .to_string();
+            assert!(loser.contains("another job committed it first"), "{loser}");
+            // The manifest is the winner's, whole.
+            let m = OutputCommitter::new(&out_s).read_manifest().unwrap();
+            assert_eq!(m.job_id, winners[0]);
+            assert!(
+                !out.join(TEMP_DIR).exists(),
+                "round {round}: staging left behind"
+            );
+        }
+    }
 
     #[test]
     fn commit_protocol_end_to_end() {

@@ -47,6 +47,14 @@ pub enum StorageError {
         /// The store's answer, and what to check.
         reason: String,
     },
+    /// Another job committed this output first.
+    #[error("job {job_id} cannot commit output '{output}': another job committed it first (its _SUCCESS exists); rerun with another --output, or --overwrite to replace it")]
+    CommitLost {
+        /// The output directory.
+        output: String,
+        /// The job that lost.
+        job_id: String,
+    },
     /// The output holds a committed job already.
     #[error("output '{0}' already holds a committed job (_SUCCESS exists); pass --overwrite or choose another --output")]
     OutputCommitted(String),
