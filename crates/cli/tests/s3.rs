@@ -322,3 +322,73 @@ fn bad_datastores_fail_clearly_and_write_nothing() {
         assert_eq!(r.stderr.matches("panicked").count(), 0, "{}", r.stderr);
     }
 }
+
+#[test]
+fn executors_and_job_binary_workers_resolve_the_same_datastores() {
+    let server = S3Server::start();
+    let store = server.bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let files = generate_text(BIN, &local, "2MiB", 2, 23);
+    let mut want = Counts::new();
+    let mut objects = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let data = std::fs::read(f).unwrap();
+        count_text(std::str::from_utf8(&data).unwrap(), &mut want);
+        objects.push((format!("data/in/big-{i}.txt"), data));
+    }
+    for i in 0..300 {
+        let text = format!("tiny {i} of three hundred\n");
+        count_text(&text, &mut want);
+        objects.push((format!("data/in/tiny/{i:03}.txt"), text.into_bytes()));
+    }
+    put_all(&store, objects);
+    let ds = server.datastores(tmp.path(), "lake");
+    let cluster = sluice_testkit::Cluster::start_with_env(
+        BIN,
+        2,
+        1,
+        &[
+            ("SLUICE_DATASTORES", s(&ds)),
+            ("LAKE_KEY", KEY),
+            ("LAKE_SECRET", SECRET),
+        ],
+    )
+    .expect("cluster starts");
+    // Built in (in the executors) and as a job binary (in worker processes).
+    let wc = sluice_testkit::example_binary(BIN, "wordcount-typed", "sluice-example-wordcount");
+    for (job, binary) in [("wordcount", None), ("wordcount-typed", Some(wc.as_path()))] {
+        let out = tmp.path().join(format!("out-{job}"));
+        let mut args = vec![
+            "--input",
+            "ds://lake/in",
+            "--output",
+            s(&out),
+            "--format",
+            "tsv",
+            "--split-size",
+            "256KiB",
+            "--wait",
+            "--json",
+        ];
+        if let Some(b) = binary {
+            args.extend(["--binary", s(b)]);
+        }
+        let r = cluster.submit(job, &args);
+        assert!(r.success(), "{job}: {}\n{}", r.stderr, cluster.logs());
+        assert_counts_eq(&read_tsv_counts(&out), &want, job);
+        let st = r.stdout_json();
+        let executors: std::collections::BTreeSet<&str> = st["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["task_id"].as_str().is_some_and(|t| t.starts_with("m-")))
+            .filter_map(|t| t["executor_id"].as_str())
+            .collect();
+        assert_eq!(
+            executors.len(),
+            2,
+            "{job}: maps ran on both executors: {st}"
+        );
+    }
+}

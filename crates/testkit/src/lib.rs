@@ -469,11 +469,17 @@ struct Daemon {
 
 impl Daemon {
     /// Starts `bin args`, stderr to `log`, and waits for the first stdout line.
-    fn start(bin: &Path, args: &[&OsStr], log: PathBuf) -> Result<(Daemon, String), TestkitError> {
+    fn start(
+        bin: &Path,
+        args: &[&OsStr],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Result<(Daemon, String), TestkitError> {
         let line = cmdline(bin, args);
         let log_file = File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -527,9 +533,25 @@ pub struct Cluster {
     executors: Vec<Daemon>,
     coordinator: Option<Daemon>,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
+    /// As [`Cluster::start`], with extra environment variables for every daemon (a
+    /// datastores file and its keys, say).
+    pub fn start_with_env(
+        bin: impl AsRef<Path>,
+        executors: usize,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Result<Cluster, TestkitError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_inner(bin.as_ref(), executors, slots, env)
+    }
+
     /// Starts a coordinator on port 0, then `executors` executors with `slots` slots each,
     /// returning once every one has registered.
     pub fn start(
@@ -537,7 +559,16 @@ impl Cluster {
         executors: usize,
         slots: u32,
     ) -> Result<Cluster, TestkitError> {
-        let bin = bin.as_ref().to_path_buf();
+        Self::start_inner(bin.as_ref(), executors, slots, Vec::new())
+    }
+
+    fn start_inner(
+        bin: &Path,
+        executors: usize,
+        slots: u32,
+        env: Vec<(String, String)>,
+    ) -> Result<Cluster, TestkitError> {
+        let bin = bin.to_path_buf();
         let dir = tempfile::Builder::new()
             .prefix("sluice-cluster-")
             .tempdir()
@@ -552,12 +583,14 @@ impl Cluster {
                 "--state-dir".as_ref(),
                 state.as_os_str(),
             ],
+            &env,
             dir.path().join("coordinator.log"),
         )?;
         let mut cluster = Cluster {
             bin,
             url: String::new(),
             executor_ids: Vec::new(),
+            env,
             executors: Vec::new(),
             coordinator: Some(coord),
             dir,
@@ -599,6 +632,7 @@ impl Cluster {
         let (d, first) = Daemon::start(
             &self.bin,
             &args,
+            &self.env,
             self.dir.path().join(format!("executor-{i}.log")),
         )?;
         self.executors.push(d);
