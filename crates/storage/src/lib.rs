@@ -15,5 +15,5 @@ pub use input::{list_inputs, InputFile};
 pub use output::OutputWriter;
 pub use read::{read_key_counts, read_parquet};
 pub use split::{
-    plan_splits, read_split, read_split_text, whole_file_splits, SplitLines, SplitText,
+    plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,
 };

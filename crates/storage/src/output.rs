@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sluice_core::OutputFormat;
 
@@ -41,7 +41,7 @@ impl OutputWriter {
         let inner = match format {
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
                 let w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| {
                     StorageError::Parquet {

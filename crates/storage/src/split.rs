@@ -37,6 +37,19 @@ pub fn plan_splits(files: &[InputFile], split_size: u64, combine_small: bool) ->
         }
     };
     for f in files {
+        if Compression::of(&f.path).is_some() {
+            // A compressed file cannot be entered in the middle: one split, read whole.
+            if f.len > 0 {
+                splits.push(Split {
+                    path: f.path.clone(),
+                    start: 0,
+                    end: f.len,
+                    file_len: f.len,
+                    rest: Vec::new(),
+                });
+            }
+            continue;
+        }
         if combine_small && f.len > 0 && f.len < size / 2 {
             if group_len + f.len > size {
                 flush(&mut group, &mut splits);
@@ -190,6 +203,9 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
     if !split.rest.is_empty() {
         return read_combined(split, buf);
     }
+    if let Some(how) = Compression::of(&split.path) {
+        return read_compressed(split, how, buf);
+    }
     let path = split.path.as_str();
     let mut file = Source::open(path, split.file_len)?;
     // One byte of look-behind tells whether `start` begins a line.
@@ -245,6 +261,67 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
         offset,
         lines,
         bytes_read,
+    })
+}
+
+/// Compression of an input file, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `.gz`
+    Gzip,
+    /// `.zst`
+    Zstd,
+}
+
+impl Compression {
+    /// The compression a file name says, if any.
+    pub fn of(path: &str) -> Option<Compression> {
+        if path.ends_with(".gz") {
+            Some(Compression::Gzip)
+        } else if path.ends_with(".zst") || path.ends_with(".zstd") {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads a whole compressed file and decompresses it into `buf`.
+fn read_compressed<'a>(
+    split: &Split,
+    how: Compression,
+    buf: &'a mut Vec<u8>,
+) -> Result<SplitLines<'a>, StorageError> {
+    use std::io::Read as _;
+    let path = split.path.as_str();
+    let mut raw = Vec::with_capacity(split.file_len as usize);
+    Source::open(path, split.file_len)?.read_append(path, &mut raw, 0, split.file_len)?;
+    buf.clear();
+    let res = match how {
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(buf),
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(raw.as_slice()).and_then(|mut d| d.read_to_end(buf))
+        }
+    };
+    res.map_err(|e| StorageError::Format {
+        path: path.into(),
+        reason: format!(
+            "cannot decompress ({how:?}) after {} bytes of output: {e}; the file is truncated \
+             or corrupt",
+            buf.len()
+        ),
+    })?;
+    let lines = memchr::memchr_iter(b'\n', buf).count() as u64
+        + u64::from(buf.last().is_some_and(|&b| b != b'\n'));
+    let text = std::str::from_utf8(buf).map_err(|e| StorageError::InvalidUtf8 {
+        path: format!("{path} (decompressed)"),
+        offset: e.valid_up_to() as u64,
+    })?;
+    Ok(SplitLines {
+        text,
+        offset: 0,
+        lines,
+        bytes_read: split.file_len,
     })
 }
 
@@ -407,6 +484,47 @@ mod tests {
         let e = read_split_text(&s).unwrap_err().to_string();
         assert!(e.contains("byte offset 12"), "{e}");
         assert!(e.contains("bad.txt"), "{e}");
+    }
+
+    #[test]
+    fn compressed_files_are_one_split_each_and_read_whole() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let text = "alpha beta\ngamma\n".repeat(2000);
+        let gz = d.path().join("a.txt.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        let gz_bytes = e.finish().unwrap();
+        std::fs::write(&gz, &gz_bytes).unwrap();
+        let zst = d.path().join("b.txt.zst");
+        std::fs::write(&zst, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+        let files: Vec<InputFile> = [&gz, &zst]
+            .iter()
+            .map(|p| InputFile {
+                path: p.to_string_lossy().into_owned(),
+                len: std::fs::metadata(p).unwrap().len(),
+            })
+            .collect();
+        let splits = plan_splits(&files, 7, true);
+        assert_eq!(splits.len(), 2, "whole files, never split or combined");
+        for s in &splits {
+            assert_eq!(read_split_text(s).unwrap().text, text);
+        }
+        // A truncated gzip is an error naming the file.
+        let cut = d.path().join("cut.txt.gz");
+        std::fs::write(&cut, &gz_bytes[..gz_bytes.len() / 2]).unwrap();
+        let s = Split {
+            path: cut.to_string_lossy().into_owned(),
+            start: 0,
+            end: (gz_bytes.len() / 2) as u64,
+            file_len: (gz_bytes.len() / 2) as u64,
+            rest: Vec::new(),
+        };
+        let e = read_split_text(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.txt.gz") && e.contains("truncated or corrupt"),
+            "{e}"
+        );
     }
 
     #[test]
