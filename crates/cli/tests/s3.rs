@@ -126,8 +126,11 @@ impl Drop for S3Server {
     }
 }
 
+/// Objects to upload: key and bytes.
+type Objects = Vec<(String, Vec<u8>)>;
+
 /// Uploads `objects` with up to 32 requests in flight.
-fn put_all(store: &Arc<dyn ObjectStore>, objects: Vec<(String, Vec<u8>)>) {
+fn put_all(store: &Arc<dyn ObjectStore>, objects: Objects) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,6 +171,30 @@ fn sluice_env(args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
     }
 }
 
+/// A generated corpus (`files` large texts, keys from `large_key`) plus the `small` texts,
+/// as objects to upload, with their reference counts and the local large files.
+fn corpus(
+    tmp: &Path,
+    size: &str,
+    seed: u64,
+    large_key: impl Fn(usize) -> String,
+    small: Vec<(String, String)>,
+) -> (Counts, Vec<PathBuf>, Objects) {
+    let files = generate_text(BIN, tmp.join("local"), size, 3, seed);
+    let mut want = Counts::new();
+    let mut objects = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let data = std::fs::read(f).unwrap();
+        count_text(std::str::from_utf8(&data).unwrap(), &mut want);
+        objects.push((large_key(i), data));
+    }
+    for (key, text) in small {
+        count_text(&text, &mut want);
+        objects.push((key, text.into_bytes()));
+    }
+    (want, files, objects)
+}
+
 #[test]
 fn wordcount_reads_many_small_and_some_large_objects_from_s3() {
     let server = S3Server::start();
@@ -175,24 +202,23 @@ fn wordcount_reads_many_small_and_some_large_objects_from_s3() {
     let tmp = tempfile::tempdir().unwrap();
 
     // Large objects: a generated corpus. Small ones: thousands of short texts.
-    let local = tmp.path().join("local");
-    let files = generate_text(BIN, &local, "6MiB", 3, 17);
-    let mut want = Counts::new();
-    let mut objects = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let data = std::fs::read(f).unwrap();
-        count_text(std::str::from_utf8(&data).unwrap(), &mut want);
-        objects.push((format!("data/in/large/part-{i}.txt"), data));
-    }
-    for i in 0..10_000 {
-        let text = format!(
-            "small{} object number {i} ünïcode\nsecond line {}\n",
-            i % 97,
-            i % 13
-        );
-        count_text(&text, &mut want);
-        objects.push((format!("data/in/small/{:05}.txt", i), text.into_bytes()));
-    }
+    let small = (0..10_000)
+        .map(|i| {
+            let text = format!(
+                "small{} object number {i} ünïcode\nsecond line {}\n",
+                i % 97,
+                i % 13
+            );
+            (format!("data/in/small/{i:05}.txt"), text)
+        })
+        .collect();
+    let (want, files, mut objects) = corpus(
+        tmp.path(),
+        "6MiB",
+        17,
+        |i| format!("data/in/large/part-{i}.txt"),
+        small,
+    );
     // Names Hadoop skips, and an object outside the input prefix.
     objects.push(("data/in/_SUCCESS".into(), b"not input".to_vec()));
     objects.push(("data/in/small/.tmp-upload".into(), b"not input".to_vec()));
@@ -328,20 +354,19 @@ fn executors_and_job_binary_workers_resolve_the_same_datastores() {
     let server = S3Server::start();
     let store = server.bucket("lake");
     let tmp = tempfile::tempdir().unwrap();
-    let local = tmp.path().join("local");
-    let files = generate_text(BIN, &local, "2MiB", 2, 23);
-    let mut want = Counts::new();
-    let mut objects = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let data = std::fs::read(f).unwrap();
-        count_text(std::str::from_utf8(&data).unwrap(), &mut want);
-        objects.push((format!("data/in/big-{i}.txt"), data));
-    }
-    for i in 0..300 {
-        let text = format!("tiny {i} of three hundred\n");
-        count_text(&text, &mut want);
-        objects.push((format!("data/in/tiny/{i:03}.txt"), text.into_bytes()));
-    }
+    let small = (0..300)
+        .map(|i| {
+            let text = format!("tiny {i} of three hundred\n");
+            (format!("data/in/tiny/{i:03}.txt"), text)
+        })
+        .collect();
+    let (want, _, objects) = corpus(
+        tmp.path(),
+        "2MiB",
+        23,
+        |i| format!("data/in/big-{i}.txt"),
+        small,
+    );
     put_all(&store, objects);
     let ds = server.datastores(tmp.path(), "lake");
     let cluster = sluice_testkit::Cluster::start_with_env(
