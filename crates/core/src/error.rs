@@ -11,8 +11,8 @@ pub enum CoreError {
         /// Why it was refused.
         reason: String,
     },
-    /// An output format other than parquet or tsv.
-    #[error("unknown output format '{0}' (use parquet or tsv)")]
+    /// An output format Sluice cannot write.
+    #[error("unknown output format '{0}' (use parquet, tsv, csv or jsonl)")]
     UnknownFormat(String),
     /// An input format Sluice cannot read.
     #[error("unknown input format '{0}' (use text, csv, csv-noheader, jsonl or parquet)")]

@@ -18,6 +18,10 @@ pub enum OutputFormat {
     Parquet,
     /// Tab-separated text without a header.
     Tsv,
+    /// Comma-separated values (RFC 4180 quoting, `\n` line ends) with a header line.
+    Csv,
+    /// JSON lines: one object a line, keyed by column name.
+    Jsonl,
 }
 
 impl OutputFormat {
@@ -26,6 +30,8 @@ impl OutputFormat {
         match self {
             OutputFormat::Parquet => "parquet",
             OutputFormat::Tsv => "tsv",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Jsonl => "jsonl",
         }
     }
 
@@ -34,11 +40,13 @@ impl OutputFormat {
         self.as_str()
     }
 
-    /// Parses `parquet` or `tsv`; empty means the default.
+    /// Parses `parquet`, `tsv`, `csv` or `jsonl` (also `json`); empty means the default.
     pub fn parse(s: &str) -> Result<Self, CoreError> {
         match s {
             "" | "parquet" => Ok(OutputFormat::Parquet),
             "tsv" => Ok(OutputFormat::Tsv),
+            "csv" => Ok(OutputFormat::Csv),
+            "jsonl" | "json" => Ok(OutputFormat::Jsonl),
             other => Err(CoreError::UnknownFormat(other.to_string())),
         }
     }
@@ -153,5 +161,27 @@ impl fmt::Display for Split {
             write!(f, " and {} more small files", self.rest.len())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutputFormat;
+
+    #[test]
+    fn output_formats_parse_back_from_their_names() {
+        for f in [
+            OutputFormat::Parquet,
+            OutputFormat::Tsv,
+            OutputFormat::Csv,
+            OutputFormat::Jsonl,
+        ] {
+            assert_eq!(OutputFormat::parse(f.as_str()).unwrap(), f);
+            assert_eq!(f.extension(), f.as_str());
+        }
+        assert_eq!(OutputFormat::parse("").unwrap(), OutputFormat::Parquet);
+        assert_eq!(OutputFormat::parse("json").unwrap(), OutputFormat::Jsonl);
+        let e = OutputFormat::parse("xml").unwrap_err().to_string();
+        assert!(e.contains("csv") && e.contains("jsonl"), "{e}");
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sluice_core::{InputFormat, OutputFormat};
 use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
-use sluice_storage::{read_parquet, read_split, OutputWriter, StorageError};
+use sluice_storage::{read_parquet, read_split, OutputOptions, OutputWriter, StorageError};
 use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
 
 /// Why a task attempt failed, and whether another attempt could succeed.
@@ -145,7 +145,8 @@ pub fn run_reduce<S: AsRef<[u8]>>(
         batches.extend(decode_segment(s.as_ref()).map_err(|e| TaskFailure::retry(e.to_string()))?);
     }
     let schema = job.output_schema()?;
-    let mut writer = OutputWriter::create(output, format, schema)?;
+    let options = OutputOptions::from_params(ctx.params())?;
+    let mut writer = OutputWriter::create_with(output, format, schema, options)?;
     let mut merged = KWayMerge::new(&batches).map_err(|e| TaskFailure::fatal(e.to_string()))?;
     let counts = guarded("reduce", || {
         Ok(job.run_reduce(
