@@ -1,7 +1,7 @@
 //! One function per subcommand.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::Digest;
 use sluice_core::config::{CoordinatorConfig, ExecutorConfig};
@@ -84,6 +84,9 @@ fn job_spec(a: &JobArgs, known: &Known, output: Option<String>) -> Result<JobSpe
             .ok_or_else(|| CliError::Usage(format!("--param '{p}' is not KEY=VALUE")))?;
         params.insert(k.to_string(), v.to_string());
     }
+    // Refused here rather than by every reduce task after the map stage.
+    sluice_storage::OutputOptions::from_params(&params)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let output = output
         .or_else(|| a.output.clone())
         .or(d.output.clone())
@@ -163,7 +166,7 @@ fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), Cl
     }
     if top_n > 0 {
         // The job succeeded; an output that is not (key, count)-shaped just has no top list.
-        if let Err(e) = top::print_top(Path::new(&spec.output), spec.format, top_n) {
+        if let Err(e) = top::print_top(&spec.output, spec.format, top_n) {
             eprintln!("note: no top rows to show: {e}");
         }
     }
@@ -200,8 +203,14 @@ pub(crate) async fn bind(listen: &str) -> Result<(TcpListener, std::net::SocketA
     Ok((listener, addr))
 }
 
-pub async fn coordinator(listen: &str, state_dir: &str) -> Result<(), CliError> {
-    let coord = sluice_coordinator::Coordinator::new(CoordinatorConfig::new(state_dir.into()))?;
+pub async fn coordinator(
+    listen: &str,
+    state_dir: &str,
+    executor_timeout: std::time::Duration,
+) -> Result<(), CliError> {
+    let mut cfg = CoordinatorConfig::new(state_dir.into());
+    cfg.executor_timeout = executor_timeout;
+    let coord = sluice_coordinator::Coordinator::new(cfg)?;
     let (listener, addr) = bind(listen).await?;
     println!("coordinator listening on {addr}");
     sluice_coordinator::serve(coord, listener, async {

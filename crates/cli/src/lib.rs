@@ -38,7 +38,9 @@ pub struct JobArgs {
     /// Output directory.
     #[arg(long, short = 'o')]
     pub output: Option<String>,
-    /// Output format: parquet (default) or tsv.
+    /// Output format: parquet (default, zstd), tsv, csv (with a header line) or jsonl (one
+    /// JSON object a line). Parquet row groups hold up to 1Mi rows unless
+    /// `--param sluice.parquet.row_group_rows=N`.
     #[arg(long)]
     pub format: Option<String>,
     /// Input format: text (default), csv, csv-noheader, jsonl or parquet.
@@ -82,6 +84,10 @@ enum Cmd {
         /// Directory for job records.
         #[arg(long, default_value = "sluice-state")]
         state_dir: String,
+        /// An executor whose heartbeats stop for this long is declared lost and its tasks
+        /// rerun (e.g. `15s`, `500ms`).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        executor_timeout: std::time::Duration,
     },
     /// Run an executor that takes tasks from a coordinator.
     Executor {
@@ -338,7 +344,11 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             slots,
             top,
         } => commands::run(job, executors, slots, top, Registry::builtin()).await,
-        Cmd::Coordinator { listen, state_dir } => commands::coordinator(&listen, &state_dir).await,
+        Cmd::Coordinator {
+            listen,
+            state_dir,
+            executor_timeout,
+        } => commands::coordinator(&listen, &state_dir, executor_timeout).await,
         Cmd::Executor {
             coordinator,
             work_dir,

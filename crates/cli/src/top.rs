@@ -1,13 +1,11 @@
 //! The most frequent rows of a `(key, count)` output, printed after `run`.
 
-use std::path::Path;
-
 use sluice_core::OutputFormat;
 
 use crate::error::CliError;
 
 /// Prints the `n` rows with the largest second column, ties broken by the first.
-pub fn print_top(output: &Path, format: OutputFormat, n: usize) -> Result<(), CliError> {
+pub fn print_top(output: &str, format: OutputFormat, n: usize) -> Result<(), CliError> {
     let mut rows = sluice_storage::read_key_counts(output, format)?;
     if rows.is_empty() {
         return Ok(());

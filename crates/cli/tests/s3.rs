@@ -65,11 +65,19 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // The request log (one "resolved route" line per request, naming the S3 operation)
+        // shows what the engine asked of the store.
+        let log = std::fs::File::create(root.path().join("requests.log")).unwrap();
         let child = Command::new(s3s_fs())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", KEY, "--secret-key", SECRET])
-            .arg(root.path())
-            .stdout(Stdio::null())
+            .arg(&data)
+            .env("RUST_LOG", "s3s::ops=debug")
+            .env("NO_COLOR", "1")
+            // s3s-fs logs to stdout.
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("start s3s-fs");
@@ -85,9 +93,20 @@ impl S3Server {
         }
     }
 
+    /// The S3 operations the server has served so far, in order (`PutObject`, ...).
+    fn operations(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.root.path().join("requests.log")).unwrap();
+        log.lines()
+            .filter(|l| l.contains("resolved route"))
+            .filter_map(|l| l.split(" op: ").nth(1))
+            .filter_map(|rest| rest.split(',').next())
+            .map(|op| op.trim().to_string())
+            .collect()
+    }
+
     /// A bucket (s3s-fs keeps one per directory) and a client for it.
     fn bucket(&self, name: &str) -> Arc<dyn ObjectStore> {
-        std::fs::create_dir_all(self.root.path().join(name)).unwrap();
+        std::fs::create_dir_all(self.root.path().join("data").join(name)).unwrap();
         Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(&self.url)
@@ -171,6 +190,94 @@ fn sluice_env(args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
     }
 }
 
+/// Runs object-store calls from a test.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Every key under `prefix/`, relative to it, sorted.
+fn keys_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let p = ObjectPath::from(prefix);
+    let metas: Vec<_> = block(store.list(Some(&p)).try_collect()).unwrap();
+    let mut keys: Vec<String> = metas
+        .into_iter()
+        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A committed (word, count) Parquet output on S3, read as its manifest lists it; checks
+/// that the manifest lists exactly the objects under the prefix, besides `_SUCCESS`.
+fn s3_output(store: &Arc<dyn ObjectStore>, prefix: &str) -> (Counts, serde_json::Value) {
+    let get = |rel: &str| {
+        let key = ObjectPath::from(format!("{prefix}/{rel}"));
+        block(async { store.get(&key).await?.bytes().await })
+            .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+    };
+    committed_output(prefix, keys_under(store, prefix), get)
+}
+
+/// The same for an output directory on a filesystem.
+fn local_output(dir: &Path) -> (Counts, serde_json::Value) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let get = |rel: &str| bytes::Bytes::from(std::fs::read(dir.join(rel)).unwrap());
+    committed_output(s(dir), names, get)
+}
+
+/// Reads a committed (word, count) Parquet output through `get`, checking that `present`
+/// (everything at the output) is exactly the manifest's files and `_SUCCESS`.
+fn committed_output(
+    what: &str,
+    present: Vec<String>,
+    get: impl Fn(&str) -> bytes::Bytes,
+) -> (Counts, serde_json::Value) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let manifest: serde_json::Value = serde_json::from_slice(&get("_SUCCESS")).unwrap();
+    let mut listed: Vec<String> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    listed.push("_SUCCESS".into());
+    listed.sort();
+    assert_eq!(
+        present, listed,
+        "{what} holds exactly the manifest's files and _SUCCESS"
+    );
+    let mut counts = Counts::new();
+    for rel in listed.iter().filter(|r| r.as_str() != "_SUCCESS") {
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(get(rel))
+                .unwrap()
+                .build()
+                .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let (w, c) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_primitive::<Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let prev = counts.insert(w.value(i).to_string(), c.value(i) as u64);
+                assert!(prev.is_none(), "{} appears twice in {what}", w.value(i));
+            }
+        }
+    }
+    (counts, manifest)
+}
+
 /// A generated corpus (`files` large texts, keys from `large_key`) plus the `small` texts,
 /// as objects to upload, with their reference counts and the local large files.
 fn corpus(
@@ -231,7 +338,7 @@ fn wordcount_reads_many_small_and_some_large_objects_from_s3() {
         ("LAKE_KEY", KEY),
         ("LAKE_SECRET", SECRET),
     ];
-    let out = tmp.path().join("out");
+    // Parquet back to the same store: multipart uploads to the final keys, then _SUCCESS.
     let r = sluice_env(
         &[
             "run",
@@ -239,20 +346,33 @@ fn wordcount_reads_many_small_and_some_large_objects_from_s3() {
             "--input",
             "ds://lake/in",
             "--output",
-            s(&out),
+            "ds://lake/out",
             "--format",
-            "tsv",
+            "parquet",
             "--split-size",
             "1MiB",
             "--executors",
             "2",
-            "--top",
-            "0",
+            "--reducers",
+            "5",
         ],
         &env,
     );
     assert!(r.success(), "{}", r.stderr);
-    assert_counts_eq(&read_tsv_counts(&out), &want, "word count over S3 objects");
+    let (got, manifest) = s3_output(&store, "data/out");
+    assert_counts_eq(&got, &want, "word count over S3 objects, written to S3");
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 5);
+    assert_eq!(manifest["rows"].as_u64(), Some(want.len() as u64));
+    // `run` read the committed output back from the store for its top list.
+    assert!(r.stdout.contains("top 10:"), "{}", r.stdout);
+    let ops = server.operations();
+    let count = |op: &str| ops.iter().filter(|o| o.as_str() == op).count();
+    assert_eq!(count("CompleteMultipartUpload"), 5, "{ops:?}");
+    assert_eq!(
+        count("CopyObject") + count("UploadPartCopy"),
+        0,
+        "no data object is copied"
+    );
     // Small objects are combined: a handful of map tasks, not ten thousand.
     let maps: u64 = r
         .stderr
@@ -347,6 +467,46 @@ fn bad_datastores_fail_clearly_and_write_nothing() {
         assert!(!out.exists(), "{input}: nothing may be written");
         assert_eq!(r.stderr.matches("panicked").count(), 0, "{}", r.stderr);
     }
+
+    // The same on the output side: the job does not start, and nothing is written.
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, "a b\n").unwrap();
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let no_bucket = server.datastores(&other, "no-such-bucket");
+    let cases = [
+        (&ds, "wrong-secret", vec!["datastore 'lake'", "credentials"]),
+        (&no_bucket, SECRET, vec!["datastore 'lake'", "bucket"]),
+    ];
+    for (file, secret, want) in cases {
+        let r = sluice_env(
+            &[
+                "run",
+                "wordcount",
+                "--input",
+                s(&input),
+                "--output",
+                "ds://lake/out",
+            ],
+            &[
+                ("SLUICE_DATASTORES", s(file)),
+                ("LAKE_KEY", KEY),
+                ("LAKE_SECRET", secret),
+            ],
+        );
+        assert!(!r.success(), "output with {}: should fail", s(file));
+        let line = r.last_stderr_line().to_string();
+        assert!(line.starts_with("error: "), "{line}");
+        for w in want {
+            assert!(line.contains(w), "output: error line lacks {w:?}: {line}");
+        }
+        assert!(!line.contains("wrong-secret"), "a secret was printed");
+    }
+    assert!(
+        keys_under(&store, "data/out").is_empty(),
+        "nothing written to the bucket"
+    );
+    assert!(!server.operations().iter().any(|o| o.contains("Multipart")));
 }
 
 #[test]
@@ -416,4 +576,298 @@ fn executors_and_job_binary_workers_resolve_the_same_datastores() {
             "{job}: maps ran on both executors: {st}"
         );
     }
+}
+
+#[test]
+fn of_two_jobs_racing_to_one_posix_output_exactly_one_commits() {
+    let server = S3Server::start();
+    let store = server.bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let small = (0..200)
+        .map(|i| {
+            (
+                format!("data/in/s/{i:03}.txt"),
+                format!("race {i} w{}\n", i % 7),
+            )
+        })
+        .collect();
+    let (want, _, objects) = corpus(
+        tmp.path(),
+        "1MiB",
+        31,
+        |i| format!("data/in/big-{i}.txt"),
+        small,
+    );
+    put_all(&store, objects);
+    let ds = server.datastores(tmp.path(), "lake");
+    let local = tmp.path().join("race-local");
+    // Two processes at once on a POSIX output (input from S3). The same race on an S3
+    // output is not run here: s3s-fs checks If-None-Match and then writes, with awaits in
+    // between, so two conditional puts that collide within milliseconds can both succeed
+    // there (seen), where AWS S3 lets exactly one through. The S3 job commit is pinned down
+    // deterministically by `a_job_that_commits_second_to_an_s3_output_loses_cleanly`.
+    let output = s(&local);
+    for round in 0..3 {
+        let start = || {
+            Command::new(BIN)
+                .args([
+                    "run",
+                    "wordcount",
+                    "--input",
+                    "ds://lake/in",
+                    "--output",
+                    output,
+                ])
+                .args(["--split-size", "256KiB", "--executors", "1", "--top", "0"])
+                .env("SLUICE_DATASTORES", &ds)
+                .env("LAKE_KEY", KEY)
+                .env("LAKE_SECRET", SECRET)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (start(), start());
+        let results: Vec<_> = [a, b]
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let won = results.iter().filter(|o| o.status.success()).count();
+        let errors: Vec<String> = results
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect();
+        assert_eq!(won, 1, "{output} round {round}: {errors:#?}");
+        let loser = results.iter().find(|o| !o.status.success()).unwrap();
+        let line = String::from_utf8_lossy(&loser.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains("another job committed it first")
+                || line.contains("already holds a committed job")
+                || line.contains("is being written by"),
+            "{output} round {round}: {line}"
+        );
+        let (got, _) = local_output(&local);
+        assert_counts_eq(&got, &want, &format!("{output} round {round}"));
+        std::fs::remove_dir_all(&local).unwrap();
+    }
+}
+
+#[test]
+fn a_job_that_commits_second_to_an_s3_output_loses_cleanly() {
+    use sluice_storage::datastore::Datastores;
+    use sluice_storage::{Manifest, ManifestFile, OutputCommitter};
+    let server = S3Server::start();
+    let store = server.bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = server.datastores(tmp.path(), "lake");
+    // The datastore names the variables that hold its keys; this process reads them.
+    std::env::set_var("LAKE_KEY", KEY);
+    std::env::set_var("LAKE_SECRET", SECRET);
+    let stores = Datastores::load(&ds).unwrap();
+    let open = |job: &str| {
+        OutputCommitter::open_with(&stores, "ds://lake/out")
+            .unwrap()
+            .with_staging(tmp.path().join(job))
+    };
+    let (a, b) = (open("ja"), open("jb"));
+    // Both jobs start before either commits: neither sees a _SUCCESS.
+    a.setup_job(false).unwrap();
+    b.setup_job(false).unwrap();
+    let mut manifests = Vec::new();
+    for (c, job) in [(&a, "ja"), (&b, "jb")] {
+        let dir = c.attempt_dir(job, "r-00000", 1);
+        std::fs::create_dir_all(&dir).unwrap();
+        let part = format!("part-r-00000-{job}.tsv");
+        std::fs::write(dir.join(&part), format!("{job}\t1\n")).unwrap();
+        let staged = c.stage_task(job, &dir).unwrap();
+        // Uploaded, not yet visible.
+        assert!(!keys_under(&store, "data/out").contains(&part));
+        assert_eq!(
+            staged.commit().unwrap(),
+            vec![format!("ds://lake/out/{part}")]
+        );
+        manifests.push(Manifest {
+            job_id: job.into(),
+            job: "wordcount".into(),
+            format: "tsv".into(),
+            files: vec![ManifestFile {
+                path: part,
+                rows: 1,
+                bytes: 5,
+            }],
+            rows: 1,
+            bytes: 5,
+        });
+    }
+    a.commit_job(&manifests[0]).unwrap();
+    let lost = b.commit_job(&manifests[1]).unwrap_err().to_string();
+    assert!(lost.contains("another job committed it first"), "{lost}");
+    assert_eq!(
+        keys_under(&store, "data/out"),
+        vec!["_SUCCESS".to_string(), "part-r-00000-ja.tsv".to_string()],
+        "the winner's part and manifest, nothing of the loser's, no upload records"
+    );
+    assert_eq!(a.read_manifest().unwrap(), manifests[0]);
+    // An attempt that may not commit leaves nothing: its upload is aborted.
+    let dir = a.attempt_dir("ja", "r-00001", 1);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("part-r-00001-ja.tsv"), "x\t1\n").unwrap();
+    a.stage_task("ja", &dir).unwrap().abort();
+    assert_eq!(keys_under(&store, "data/out").len(), 2);
+    assert!(!dir.exists());
+    let ops = server.operations();
+    assert!(ops.iter().any(|o| o == "AbortMultipartUpload"), "{ops:?}");
+    assert!(
+        !ops.iter()
+            .any(|o| o == "CopyObject" || o == "UploadPartCopy"),
+        "no data object is copied: {ops:?}"
+    );
+}
+
+/// Every file under `dir`, recursively; none if it does not exist.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_reduce_killed_between_upload_and_commit_leaves_no_partial_or_extra_file() {
+    let server = S3Server::start();
+    let store = server.bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let small = (0..50)
+        .map(|i| {
+            (
+                format!("data/in/s/{i:03}.txt"),
+                format!("kill {i} v{}\n", i % 5),
+            )
+        })
+        .collect();
+    let (want, _, objects) = corpus(
+        tmp.path(),
+        "6MiB",
+        41,
+        |i| format!("data/in/big-{i}.txt"),
+        small,
+    );
+    put_all(&store, objects);
+    let ds = server.datastores(tmp.path(), "lake");
+    let env = [
+        ("SLUICE_DATASTORES", s(&ds)),
+        ("LAKE_KEY", KEY),
+        ("LAKE_SECRET", SECRET),
+    ];
+    let data_dir = server.root.path().join("data");
+    for kind in ["s3", "posix"] {
+        let mut landed = 0;
+        for round in 0..6 {
+            if landed > 0 {
+                break;
+            }
+            // One executor, killed with -9 as soon as a reduce attempt has staged output
+            // (S3: its upload is recorded and under way; POSIX: its part is being written
+            // under _temporary); a fresh executor then takes the rerun.
+            let mut cluster = sluice_testkit::Cluster::start_with_flags(
+                BIN,
+                1,
+                1,
+                &env,
+                &["--executor-timeout", "2s"],
+            )
+            .expect("cluster starts");
+            let (output, out_dir, marker_dir) = if kind == "s3" {
+                let dir = data_dir.join(format!("lake/data/kill-{round}"));
+                (
+                    format!("ds://lake/kill-{round}"),
+                    dir.clone(),
+                    dir.join("_pending"),
+                )
+            } else {
+                let dir = tmp.path().join(format!("kill-{round}"));
+                (s(&dir).to_string(), dir.clone(), dir.join("_temporary"))
+            };
+            let r = cluster.submit(
+                "wordcount",
+                &[
+                    "--input",
+                    "ds://lake/in",
+                    "--output",
+                    &output,
+                    "--reducers",
+                    "3",
+                    "--split-size",
+                    "1MiB",
+                ],
+            );
+            r.assert_success();
+            let job_id = r.stdout.trim().to_string();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let staged = loop {
+                let found = files_under(&marker_dir).into_iter().find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("part-r-"))
+                });
+                if let Some(f) = found {
+                    break f;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{kind}: no reduce output staged\n{}",
+                    cluster.logs()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            cluster.kill_executor(0);
+            std::thread::sleep(Duration::from_millis(300));
+            let name = staged.file_name().unwrap().to_string_lossy().into_owned();
+            let part = name.strip_suffix(".json").unwrap_or(&name).to_string();
+            let before_commit = !out_dir.join(&part).exists();
+            eprintln!("{kind} round {round}: killed at {name}; before its commit: {before_commit}");
+            landed += usize::from(before_commit);
+            cluster
+                .add_executor(1, &[])
+                .expect("a fresh executor starts");
+            let st = cluster.wait_for_job(&job_id, Duration::from_secs(120));
+            assert_eq!(st["state"], "succeeded", "{kind}: {}", st["error"]);
+            let (got, manifest) = if kind == "s3" {
+                s3_output(&store, &format!("data/kill-{round}"))
+            } else {
+                local_output(&out_dir)
+            };
+            assert_counts_eq(&got, &want, &format!("{kind} round {round}"));
+            assert_eq!(manifest["files"].as_array().unwrap().len(), 3);
+        }
+        assert!(
+            landed > 0,
+            "{kind}: in 6 rounds no kill landed between upload and commit"
+        );
+    }
+    // The killed attempts' multipart uploads were aborted: the server holds none open.
+    let open: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".upload"))
+        .collect();
+    assert!(open.is_empty(), "uploads left open: {open:?}");
+    let ops = server.operations();
+    assert!(ops.iter().any(|o| o == "AbortMultipartUpload"), "{ops:?}");
+    assert!(!ops
+        .iter()
+        .any(|o| o == "CopyObject" || o == "UploadPartCopy"));
 }

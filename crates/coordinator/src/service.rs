@@ -114,7 +114,7 @@ impl Coordinator {
         let s = spec.clone();
         let planned = tokio::task::spawn_blocking(move || {
             let files = list_inputs(&s.inputs)?;
-            let committer = OutputCommitter::new(&s.output);
+            let committer = OutputCommitter::open(&s.output)?;
             committer.check(s.overwrite)?;
             let splits = if s.input_format.is_line_based() {
                 // Files with a header line per file (CSV) are never combined.
@@ -169,7 +169,7 @@ impl Coordinator {
                 let Some(job) = st.jobs.get(&job_id) else {
                     return;
                 };
-                let committer = OutputCommitter::new(&job.spec.output);
+                let committer = OutputCommitter::open(&job.spec.output);
                 let files: Vec<ManifestFile> = job
                     .files
                     .iter()
@@ -192,7 +192,7 @@ impl Coordinator {
                 };
                 (committer, manifest)
             };
-            let res = tokio::task::spawn_blocking(move || committer.commit_job(&manifest)).await;
+            let res = tokio::task::spawn_blocking(move || committer?.commit_job(&manifest)).await;
             let outcome = match res {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("job commit failed: {e}")),
@@ -224,9 +224,24 @@ impl Coordinator {
             return;
         }
         // Clean up before the job reads as final, so nobody sees a failed job's leftovers.
-        // Only this job's `_temporary/JOB` goes, so it cannot touch a later job's files.
-        if let Err(e) = OutputCommitter::new(&job.spec.output).abort_job(job_id) {
-            warn!(job_id, error = %e, "cannot remove temporary output");
+        // Only this job's files go (its `_temporary/JOB`, its uploads, parts named with its
+        // id), so it cannot touch a later job's. Object-store requests cannot run under the
+        // state lock on the reactor: those go to a blocking thread and finish a moment later.
+        match OutputCommitter::open(&job.spec.output) {
+            Ok(c) if c.is_object_store() => {
+                let id = job_id.to_string();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = c.abort_job(&id) {
+                        warn!(job_id = %id, error = %e, "cannot remove temporary output");
+                    }
+                });
+            }
+            Ok(c) => {
+                if let Err(e) = c.abort_job(job_id) {
+                    warn!(job_id, error = %e, "cannot remove temporary output");
+                }
+            }
+            Err(e) => warn!(job_id, error = %e, "cannot remove temporary output"),
         }
         job.finish(state, error.clone());
         warn!(job_id, state = %job.state, error = error.as_deref().unwrap_or(""), "job ended");

@@ -11,6 +11,9 @@ use crate::scheduler::{QueuedTask, Scheduler};
 
 /// An output path as compared between jobs: without `file://` and trailing slashes.
 pub(crate) fn output_key(output: &str) -> String {
+    if output.starts_with("s3://") || output.starts_with("ds://") {
+        return output.trim_end_matches('/').to_string();
+    }
     let p = output.strip_prefix("file://").unwrap_or(output);
     let p = p.trim_end_matches('/');
     std::path::absolute(p)

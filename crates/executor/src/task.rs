@@ -392,9 +392,18 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         });
     }
 
-    let committer = OutputCommitter::new(&spec.output);
+    let committer = OutputCommitter::open(&spec.output)
+        .map_err(|e| TaskError::fatal(e.to_string()))?
+        .with_staging(env.store.root().join("staging"));
     let attempt_dir = committer.attempt_dir(&a.job_id, &task.to_string(), a.attempt);
-    let part: PathBuf = attempt_dir.join(format!("part-r-{:05}.{}", partition, format.extension()));
+    // The job id in the name: parts of two jobs racing to one output never overwrite each
+    // other, and the job commit keeps exactly one job's (see OutputCommitter::commit_job).
+    let part: PathBuf = attempt_dir.join(format!(
+        "part-r-{:05}-{}.{}",
+        partition,
+        a.job_id,
+        format.extension()
+    ));
     let (c2, dir2) = (committer.clone(), attempt_dir.clone());
     let written = if spec.binary_sha256.is_empty() {
         let job = lookup(&env.registry, &spec.job)?;
@@ -418,6 +427,14 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         }
     };
 
+    // Uploaded (on an object store) but not visible until the coordinator picks this attempt.
+    let (c3, dir3, job3) = (committer.clone(), attempt_dir.clone(), a.job_id.clone());
+    let staged = tokio::task::spawn_blocking(move || c3.stage_task(&job3, &dir3))
+        .await
+        .map_err(|e| TaskError::retry(e.to_string()))?
+        .inspect_err(|_| {
+            let _ = committer.abort_task(&attempt_dir);
+        })?;
     let allowed = env
         .control
         .clone()
@@ -428,23 +445,20 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         })
         .await
         .map(|r| r.into_inner().allowed)
-        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())))?;
-    if !allowed {
-        let _ = tokio::task::spawn_blocking(move || committer.abort_task(&attempt_dir)).await;
+        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())));
+    if !matches!(allowed, Ok(true)) {
+        let _ = tokio::task::spawn_blocking(move || staged.abort()).await;
+        allowed?;
         return Err(TaskError::fatal(
             "commit denied: another attempt of this task committed, or the job ended",
         ));
     }
-    let files = tokio::task::spawn_blocking(move || committer.commit_task(&attempt_dir))
+    let files = tokio::task::spawn_blocking(move || staged.commit())
         .await
         .map_err(|e| TaskError::retry(e.to_string()))??;
     let files = files
         .into_iter()
-        .map(|p| pb::OutputFile {
-            path: p.to_string_lossy().into_owned(),
-            rows,
-            bytes,
-        })
+        .map(|path| pb::OutputFile { path, rows, bytes })
         .collect();
     Ok((
         pb::Stats {

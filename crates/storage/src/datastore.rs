@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use object_store::aws::AmazonS3Builder;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
@@ -82,6 +83,9 @@ pub enum Location {
     Object {
         /// The store.
         store: Arc<dyn ObjectStore>,
+        /// The same store's multipart API, where it has one (S3): output commits need upload
+        /// ids that outlive the process that started the upload.
+        multipart: Option<Arc<dyn MultipartStore>>,
         /// The key or prefix within it.
         path: ObjectPath,
         /// The key as written (with any glob characters, which `path` would escape).
@@ -120,7 +124,24 @@ impl Location {
 pub struct Datastores {
     entries: BTreeMap<String, DatastoreConfig>,
     source: String,
-    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: Mutex<HashMap<String, Store>>,
+}
+
+/// One store, through both of its interfaces.
+#[derive(Clone)]
+struct Store {
+    objects: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
+}
+
+impl Store {
+    fn s3(s: object_store::aws::AmazonS3) -> Store {
+        let s = Arc::new(s);
+        Store {
+            objects: s.clone(),
+            multipart: Some(s),
+        }
+    }
 }
 
 static GLOBAL: OnceLock<Result<Datastores, String>> = OnceLock::new();
@@ -188,7 +209,8 @@ impl Datastores {
                 })
             })?;
             return Ok(Location::Object {
-                store,
+                store: store.objects,
+                multipart: store.multipart,
                 path: ObjectPath::from(key),
                 key: key.to_string(),
                 base: format!("s3://{bucket}"),
@@ -246,7 +268,8 @@ impl Datastores {
                         .collect::<Vec<_>>()
                         .join("/");
                     Ok(Location::Object {
-                        store,
+                        store: store.objects,
+                        multipart: store.multipart,
                         path: ObjectPath::from(key.as_str()),
                         key,
                         base: format!("ds://{name}"),
@@ -262,8 +285,8 @@ impl Datastores {
     fn store(
         &self,
         key: &str,
-        make: impl FnOnce() -> Result<Arc<dyn ObjectStore>, StorageError>,
-    ) -> Result<Arc<dyn ObjectStore>, StorageError> {
+        make: impl FnOnce() -> Result<Store, StorageError>,
+    ) -> Result<Store, StorageError> {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = stores.get(key) {
             return Ok(s.clone());
@@ -283,7 +306,7 @@ fn retry() -> RetryConfig {
     }
 }
 
-fn s3_from_env(bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn s3_from_env(bucket: &str) -> Result<Store, object_store::Error> {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
@@ -293,14 +316,10 @@ fn s3_from_env(bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error
             .with_allow_http(e.starts_with("http://"))
             .with_virtual_hosted_style_request(false);
     }
-    Ok(Arc::new(b.build()?))
+    Ok(Store::s3(b.build()?))
 }
 
-fn s3_from_config(
-    name: &str,
-    bucket: &str,
-    c: &DatastoreConfig,
-) -> Result<Arc<dyn ObjectStore>, StorageError> {
+fn s3_from_config(name: &str, bucket: &str, c: &DatastoreConfig) -> Result<Store, StorageError> {
     let env = |var: &Option<String>, what: &str| -> Result<Option<String>, StorageError> {
         match var {
             None => Ok(None),
@@ -331,7 +350,7 @@ fn s3_from_config(
         name: name.to_string(),
         reason: e.to_string(),
     })?;
-    Ok(Arc::new(store))
+    Ok(Store::s3(store))
 }
 
 /// The mount point and filesystem type of the mount holding `path`, from mountinfo text.
@@ -391,11 +410,25 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .unwrap_or_else(|e| panic!("cannot start the storage I/O runtime: {e}"))
 });
 
-/// Runs object-store I/O from synchronous code: on the caller's runtime when it is a blocking
-/// thread of one (`spawn_blocking`), else on a small runtime of the storage crate's own.
-pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => h.block_on(f),
+/// Runs object-store I/O from synchronous code: on the caller's runtime when there is one
+/// (from a worker thread of a multi-threaded runtime it first tells the runtime that this
+/// thread blocks), else on a small runtime of the storage crate's own.
+pub(crate) fn block_on<F>(f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        // A current-thread runtime cannot block its only thread: run it on another.
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(|| RUNTIME.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
         Err(_) => RUNTIME.block_on(f),
     }
 }

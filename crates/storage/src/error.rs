@@ -85,6 +85,16 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
+    /// A job parameter of the output writer with a value it cannot use.
+    #[error("job parameter {name}={value:?} {reason}; pass --param {name}=N with N at least 1")]
+    BadParam {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The manifest could not be (de)serialized.
     #[error("manifest '{path}': {reason}")]
     Manifest {
@@ -102,4 +112,15 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> StorageError {
     let path = path.into();
     move |source| StorageError::Io { op, path, source }
+}
+
+/// An object-store error with what the user should check.
+pub(crate) fn explain(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            format!("{e}; check the datastore's credentials and that they allow this")
+        }
+        e => format!("{e}; check the endpoint, bucket and credentials"),
+    }
 }

@@ -130,13 +130,7 @@ fn list_objects(
         op,
         uri: input.to_string(),
         name: name.clone(),
-        reason: match e {
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => {
-                format!("{e}; check the datastore's credentials")
-            }
-            e => format!("{e}; check the endpoint, bucket and credentials"),
-        },
+        reason: crate::error::explain(&e),
     };
     let key = key.as_str();
     let wild = key.find(['*', '?', '[']);

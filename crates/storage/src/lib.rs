@@ -8,11 +8,14 @@ mod input;
 mod output;
 mod read;
 mod split;
+mod textread;
 
-pub use commit::{Manifest, ManifestFile, OutputCommitter, SUCCESS_FILE, TEMP_DIR};
+pub use commit::{
+    Manifest, ManifestFile, OutputCommitter, StagedTask, PENDING_DIR, SUCCESS_FILE, TEMP_DIR,
+};
 pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
-pub use output::OutputWriter;
+pub use output::{OutputOptions, OutputWriter};
 pub use read::{read_key_counts, read_parquet};
 pub use split::{
     plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,

@@ -3,10 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
-use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_core::{OutputFormat, Split};
 
@@ -57,19 +54,22 @@ pub fn read_parquet(split: &Split) -> Result<Vec<RecordBatch>, StorageError> {
         .collect()
 }
 
-/// Reads every row of a committed `(utf8 key, int64 count)` output, as listed in its manifest.
+/// Reads every row of a committed `(utf8 key, int64 count)` output (a path or any datastore
+/// URI), as listed in its manifest.
 pub fn read_key_counts(
-    output: &Path,
+    output: &str,
     format: OutputFormat,
 ) -> Result<Vec<(String, i64)>, StorageError> {
-    let committer = OutputCommitter::new(&output.to_string_lossy());
+    let committer = OutputCommitter::open(output)?;
     let manifest = committer.read_manifest()?;
     let mut rows = Vec::with_capacity(manifest.rows as usize);
     for f in &manifest.files {
-        let path: PathBuf = committer.root().join(&f.path);
+        let path = PathBuf::from(format!("{}/{}", committer.uri(), f.path));
+        let data = committer.read_file(&f.path)?;
         match format {
             OutputFormat::Tsv => {
-                let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
+                let text =
+                    String::from_utf8(data).map_err(|e| bad(&path, format!("not UTF-8: {e}")))?;
                 for (i, line) in text.lines().enumerate() {
                     let (k, c) = line
                         .rsplit_once('\t')
@@ -80,24 +80,15 @@ pub fn read_key_counts(
                     rows.push((k.to_string(), c));
                 }
             }
+            OutputFormat::Csv => rows.extend(crate::textread::csv_key_counts(&path, &data)?),
+            OutputFormat::Jsonl => rows.extend(crate::textread::jsonl_key_counts(&path, &data)?),
             OutputFormat::Parquet => {
-                let file = File::open(&path).map_err(io("opening", &path))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
                     .and_then(|b| b.build())
                     .map_err(|e| bad(&path, e.to_string()))?;
                 for batch in reader {
                     let batch = batch.map_err(|e| bad(&path, e.to_string()))?;
-                    if batch.num_columns() < 2
-                        || batch.column(0).data_type() != &DataType::Utf8
-                        || batch.column(1).data_type() != &DataType::Int64
-                    {
-                        return Err(bad(&path, "not a (utf8, int64) output"));
-                    }
-                    let k = batch.column(0).as_string::<i32>();
-                    let c = batch.column(1).as_primitive::<Int64Type>();
-                    for i in 0..batch.num_rows() {
-                        rows.push((k.value(i).to_string(), c.value(i)));
-                    }
+                    crate::textread::batch_key_counts(&path, &batch, &mut rows)?;
                 }
             }
         }

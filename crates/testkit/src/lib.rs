@@ -545,11 +545,22 @@ impl Cluster {
         slots: u32,
         env: &[(&str, &str)],
     ) -> Result<Cluster, TestkitError> {
+        Self::start_with_flags(bin, executors, slots, env, &[])
+    }
+
+    /// As [`Cluster::start_with_env`], with extra coordinator flags (`--executor-timeout 2s`).
+    pub fn start_with_flags(
+        bin: impl AsRef<Path>,
+        executors: usize,
+        slots: u32,
+        env: &[(&str, &str)],
+        coordinator_flags: &[&str],
+    ) -> Result<Cluster, TestkitError> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_inner(bin.as_ref(), executors, slots, env)
+        Self::start_inner(bin.as_ref(), executors, slots, env, coordinator_flags)
     }
 
     /// Starts a coordinator on port 0, then `executors` executors with `slots` slots each,
@@ -559,7 +570,7 @@ impl Cluster {
         executors: usize,
         slots: u32,
     ) -> Result<Cluster, TestkitError> {
-        Self::start_inner(bin.as_ref(), executors, slots, Vec::new())
+        Self::start_inner(bin.as_ref(), executors, slots, Vec::new(), &[])
     }
 
     fn start_inner(
@@ -567,6 +578,7 @@ impl Cluster {
         executors: usize,
         slots: u32,
         env: Vec<(String, String)>,
+        coordinator_flags: &[&str],
     ) -> Result<Cluster, TestkitError> {
         let bin = bin.to_path_buf();
         let dir = tempfile::Builder::new()
@@ -574,18 +586,15 @@ impl Cluster {
             .tempdir()
             .map_err(io_err("creating cluster directory"))?;
         let state = dir.path().join("coordinator-state");
-        let (coord, first) = Daemon::start(
-            &bin,
-            &[
-                "coordinator".as_ref(),
-                "--listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
-                "--state-dir".as_ref(),
-                state.as_os_str(),
-            ],
-            &env,
-            dir.path().join("coordinator.log"),
-        )?;
+        let mut args: Vec<&OsStr> = vec![
+            "coordinator".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+        ];
+        args.extend(coordinator_flags.iter().map(|a| OsStr::new(*a)));
+        let (coord, first) = Daemon::start(&bin, &args, &env, dir.path().join("coordinator.log"))?;
         let mut cluster = Cluster {
             bin,
             url: String::new(),
