@@ -116,12 +116,19 @@ impl Coordinator {
             let files = list_inputs(&s.inputs)?;
             let committer = OutputCommitter::open(&s.output)?;
             committer.check(s.overwrite)?;
-            let splits = if s.input_format.is_line_based() {
-                // Files with a header line per file (CSV) are never combined.
-                let combine = !matches!(s.input_format, InputFormat::Csv { header: true });
-                plan_splits(&files, s.split_size, combine)
-            } else {
-                whole_file_splits(&files)
+            // CSV is read a whole file per split, since a quoted field may hold a newline,
+            // unless the job promises `sluice.csv.multiline=false` (see `whole_file_splits`);
+            // files with a header line per file are never combined.
+            let csv_lines = s
+                .params
+                .get("sluice.csv.multiline")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+            let splits = match s.input_format {
+                InputFormat::Csv { header } if csv_lines => {
+                    plan_splits(&files, s.split_size, !header)
+                }
+                InputFormat::Csv { .. } | InputFormat::Parquet => whole_file_splits(&files),
+                InputFormat::Text | InputFormat::Jsonl => plan_splits(&files, s.split_size, true),
             };
             committer.setup_job(s.overwrite)?;
             Ok::<_, sluice_storage::StorageError>(splits)

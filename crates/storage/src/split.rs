@@ -1,6 +1,6 @@
 //! Line-aligned byte-range splits, as Hadoop's TextInputFormat: a split owns every line that
 //! starts inside its range, skipping a partial first line and reading past its end to finish
-//! its last one.
+//! its last one. CSV is read a whole file per split (see [`whole_file_splits`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -87,7 +87,17 @@ pub fn plan_splits(files: &[InputFile], split_size: u64, combine_small: bool) ->
     splits
 }
 
-/// One split per file, for formats that are not split at byte ranges (Parquet).
+/// One split per file, for formats that are not split at byte ranges: Parquet, and CSV.
+///
+/// CSV rule: a quoted CSV field may hold a newline, a line-aligned cut can fall inside it, and
+/// no reader can tell from the middle of a file whether it is inside quotes. So the
+/// coordinator plans CSV input (with or without a header) as one split per file, read whole
+/// by one map task whose CSV parser sees every record exactly once, quoted newlines included
+/// (Spark's `multiLine`); CSV files are neither cut nor combined, so a malformed file (an
+/// unclosed quote) cannot swallow another file's records, and each file's header is the start
+/// of a split at offset 0 and is skipped exactly once. Only a job that promises that no record
+/// holds a newline (`--param sluice.csv.multiline=false`) gets CSV cut at lines like text
+/// ([`plan_splits`]; small files combined only without a header).
 pub fn whole_file_splits(files: &[InputFile]) -> Vec<Split> {
     files
         .iter()

@@ -34,11 +34,14 @@ pub enum MapInput<'a> {
 }
 
 impl<'a> MapInput<'a> {
-    /// Text lines in `format` starting at byte `offset` of their file, with a CSV header line
+    /// Text lines in `format` starting at byte `offset` of their file, with a CSV header record
     /// dropped when the text starts the file.
+    ///
+    /// The header is the file's first CSV record as the csv crate parses it (leading blank
+    /// lines skipped, a quoted name may hold a newline), with its line terminator.
     pub fn text(text: &'a str, format: InputFormat, offset: u64) -> Self {
         if format == (InputFormat::Csv { header: true }) && offset == 0 {
-            let skip = text.find('\n').map_or(text.len(), |i| i + 1);
+            let skip = first_csv_record_end(text);
             return MapInput::Text {
                 text: &text[skip..],
                 format,
@@ -51,6 +54,30 @@ impl<'a> MapInput<'a> {
             offset,
         }
     }
+}
+
+/// The byte offset just past the first CSV record of `text` and its line terminator (`text`'s
+/// length when it holds only one record).
+fn first_csv_record_end(text: &str) -> usize {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut record = csv::ByteRecord::new();
+    if !matches!(reader.read_byte_record(&mut record), Ok(true)) {
+        // No record, or one that does not parse: drop the first line, as a line reader would.
+        return text.find('\n').map_or(text.len(), |i| i + 1);
+    }
+    let mut end = (reader.position().byte() as usize).min(text.len());
+    // The reader stops after the `\r` of a `\r\n` terminator; the `\n` belongs to the header.
+    if end > 0 && text.as_bytes()[end - 1] == b'\r' && text.as_bytes().get(end) == Some(&b'\n') {
+        end += 1;
+    }
+    // Only a character boundary can start the records (the csv reader stops after ASCII).
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    end
 }
 
 /// A type a mapper can take as its input record (`Mapper::In`).
@@ -240,6 +267,33 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(rows, vec![("c".into(), 3.0)]);
+    }
+
+    #[test]
+    fn csv_header_and_records_may_hold_quoted_newlines() {
+        let header = InputFormat::Csv { header: true };
+        let text = "id,\"long\nname\"\r\n1,\"a\nb, \"\"c\"\"\"\r\n2,\"\r\n\"\n3,x";
+        let rows: Vec<(u32, String)> = collect(MapInput::text(text, header, 0)).unwrap();
+        let want = [(1, "a\nb, \"c\""), (2, "\r\n"), (3, "x")];
+        assert_eq!(rows, want.map(|(i, s)| (i, s.to_string())));
+        // The records start just past the header's terminator, CRLF or LF.
+        for (text, rest) in [
+            ("h\r\n1,a\n", "1,a\n"),
+            ("h\n\n1,a\n", "\n1,a\n"),
+            ("\"h\n1\",\"é\"\n1,a", "1,a"),
+            ("only-a-header", ""),
+            ("", ""),
+        ] {
+            match MapInput::text(text, header, 0) {
+                MapInput::Text {
+                    text: t, offset, ..
+                } => {
+                    assert_eq!(t, rest, "{text:?}");
+                    assert_eq!(offset as usize, text.len() - rest.len(), "{text:?}");
+                }
+                MapInput::Batches(_) => unreachable!(),
+            }
+        }
     }
 
     #[test]
