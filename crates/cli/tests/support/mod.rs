@@ -1,0 +1,5 @@
+//! Shared by the datastore test binaries (each uses some of it).
+#![allow(dead_code)]
+
+pub mod conformance;
+pub mod s3;
