@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
 
-/// A job's id, unique within one coordinator: `job-<unix ms>-<sequence>`.
+/// A job's id, unique across processes: `job-<unix ms>-<process tag>-<sequence>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JobId(pub String);
 
@@ -21,8 +21,19 @@ impl JobId {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
+        // A per-process tag: two processes (two embedded runs, two coordinators) that start
+        // jobs in the same millisecond must still get different ids, since output part names
+        // and commit cleanup go by the job id.
+        static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let tag = *TAG.get_or_init(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            (std::process::id().rotate_left(16) ^ nanos).wrapping_mul(0x9E37_79B1)
+        });
         JobId(format!(
-            "job-{ms}-{:04}",
+            "job-{ms}-{tag:08x}-{:04}",
             SEQ.fetch_add(1, Ordering::Relaxed)
         ))
     }
