@@ -1,15 +1,15 @@
 //! GlusterFS for real: `scripts/glusterfs.sh up` starts `glusterd`, creates a one-brick volume
 //! on `gluster-local` (a name for 127.0.0.1) and mounts it with `mount -t glusterfs`; word count
-//! then reads from and commits to the mount through a `glusterfs` datastore.
+//! then reads from and commits to the mount through a `glusterfs` datastore, and the datastore
+//! conformance suite runs on it.
 //!
 //! Needs root, `/dev/fuse` and the GlusterFS packages (the script installs them with apt-get
 //! when `glusterd` is missing; `.ci/run` pre-installs them). Where GlusterFS cannot run, the
 //! test fails with the script's reason: it never passes without a real mount.
 
-use std::fs::File;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::{
@@ -43,47 +43,19 @@ impl Gluster {
         g
     }
 
-    /// Runs the script with `sub`; its output goes to a file, not a pipe, so that daemons it
-    /// starts cannot hold the test's pipes open. Returns success and the output.
+    /// Runs the script with `sub`; returns success and its output.
     fn script(&self, sub: &str) -> (bool, String) {
         let log = self
             .dir
             .parent()
             .expect("DIR has a parent")
             .join(format!("glusterfs-{sub}.log"));
-        let out = File::create(&log).expect("creating the script log");
-        let err = out.try_clone().expect("cloning the script log");
-        let mut child = match Command::new("bash")
-            .arg(SCRIPT)
-            .args([sub.as_ref(), self.dir.as_os_str(), self.mnt.as_os_str()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => return (false, format!("cannot start bash {SCRIPT}: {e}")),
-        };
-        let deadline = Instant::now() + SCRIPT_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-            }
-        };
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        match status {
-            Some(st) if st.success() => (true, text),
-            Some(st) => (false, format!("{st}\n{text}")),
-            None => (false, format!("timed out after {SCRIPT_TIMEOUT:?}\n{text}")),
-        }
+        support::script::run(
+            SCRIPT,
+            &[sub.as_ref(), self.dir.as_os_str(), self.mnt.as_os_str()],
+            &log,
+            SCRIPT_TIMEOUT,
+        )
     }
 }
 
@@ -113,42 +85,9 @@ fn fstype_at(point: &Path) -> Option<String> {
     found
 }
 
-/// `sluice ARGS` with `SLUICE_DATASTORES=datastores`; killed, and the test failed, after
-/// [`JOB_TIMEOUT`].
+/// `sluice ARGS` with `SLUICE_DATASTORES=datastores`.
 fn sluice_ds(args: &[&str], datastores: &Path) -> CmdOutput {
-    let line = format!("sluice {}", args.join(" "));
-    let child = Command::new(BIN)
-        .args(args)
-        .env("SLUICE_DATASTORES", datastores)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting `{line}`: {e}"));
-    let pid = child.id().to_string();
-    let (done, finished) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || match finished.recv_timeout(JOB_TIMEOUT) {
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            let _ = Command::new("kill").args(["-9", &pid]).status();
-            true
-        }
-        _ => false,
-    });
-    let out = child.wait_with_output().expect("waiting for sluice");
-    let _ = done.send(());
-    let killed = watchdog.join().expect("watchdog thread");
-    let r = CmdOutput {
-        cmdline: line,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !killed,
-        "`{}` did not finish within {JOB_TIMEOUT:?}; stderr:\n{}",
-        r.cmdline, r.stderr
-    );
-    r
+    support::script::sluice_ds(BIN, args, datastores, JOB_TIMEOUT)
 }
 
 #[test]
@@ -293,6 +232,16 @@ fn wordcount_reads_from_and_commits_to_a_real_glusterfs_mount() {
         assert_eq!(snapshot_dir(&plain), plain_before, "{input} -> {output}");
         assert_eq!(snapshot_dir(&data), data_before, "{input} -> {output}");
     }
+
+    // The datastore conformance suite, on the same mount (this process reads the datastores
+    // file once, here).
+    std::env::set_var("SLUICE_DATASTORES", &ds);
+    support::conformance::run(
+        "glusterfs",
+        "ds://gv",
+        &|sub| support::conformance::walk(&data.join(sub)),
+        &tmp.path().join("staging"),
+    );
 
     let t2 = Instant::now();
     drop(gluster);

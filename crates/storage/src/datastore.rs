@@ -27,6 +27,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
+use crate::nfs::{NfsServer, NfsStore};
 use crate::StorageError;
 
 /// Environment variable naming the datastores file (default: `./datastores.toml` if present).
@@ -44,7 +45,8 @@ pub enum Kind {
     Glusterfs,
     /// A kernel NFS mount (`nfs` or `nfs4`).
     NfsMount,
-    /// An NFSv3 export reached without a mount (not built yet).
+    /// An NFSv3 export reached without a mount, by a userspace client (`root =
+    /// "nfs://server/export/path"`).
     Nfs,
 }
 
@@ -66,6 +68,10 @@ pub struct DatastoreConfig {
     pub access_key_env: Option<String>,
     /// Environment variable holding the secret access key.
     pub secret_key_env: Option<String>,
+    /// NFS port of an `nfs` server (with `mount_port`, the portmapper is not asked).
+    pub port: Option<u16>,
+    /// MOUNT port of an `nfs` server.
+    pub mount_port: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +131,8 @@ pub struct Datastores {
     entries: BTreeMap<String, DatastoreConfig>,
     source: String,
     stores: Mutex<HashMap<String, Store>>,
+    /// NFS exports mounted so far: a path under one's export reuses it.
+    nfs: Mutex<Vec<(NfsServer, NfsStore)>>,
 }
 
 /// One store, through both of its interfaces.
@@ -135,6 +143,14 @@ struct Store {
 }
 
 impl Store {
+    fn nfs(s: NfsStore) -> Store {
+        let s = Arc::new(s);
+        Store {
+            objects: s.clone(),
+            multipart: Some(s),
+        }
+    }
+
     fn s3(s: object_store::aws::AmazonS3) -> Store {
         let s = Arc::new(s);
         Store {
@@ -157,6 +173,7 @@ impl Datastores {
             entries: f.datastore,
             source: source.to_string(),
             stores: Mutex::new(HashMap::new()),
+            nfs: Mutex::new(Vec::new()),
         })
     }
 
@@ -218,6 +235,19 @@ impl Datastores {
                 name: format!("s3://{bucket}"),
             });
         }
+        if uri.starts_with("nfs://") {
+            let (store, server, rest, export) = self.nfs(uri, uri, None)?;
+            let base = format!("nfs://{}{}", server.authority(), export);
+            return Ok(Location::Object {
+                store: store.objects,
+                multipart: store.multipart,
+                path: ObjectPath::from(rest.as_str()),
+                key: rest,
+                name: base.clone(),
+                base,
+                root_prefix: String::new(),
+            });
+        }
         if let Some(rest) = uri.strip_prefix("ds://") {
             let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
             let c = self.entries.get(name).ok_or_else(|| {
@@ -245,12 +275,19 @@ impl Datastores {
                     check_mount(name, c, &info)?;
                     Ok(Location::Local(Path::new(&c.root).join(path)))
                 }
-                Kind::Nfs => Err(StorageError::Datastore {
-                    name: name.to_string(),
-                    reason: "kind \"nfs\" (a userspace NFSv3 client) is not built yet; mount the \
-                             export and use kind \"nfs-mount\""
-                        .into(),
-                }),
+                Kind::Nfs => {
+                    let (store, _, prefix, _) = self.nfs(name, &c.root, Some(c))?;
+                    let key = join_key(&prefix, path);
+                    Ok(Location::Object {
+                        store: store.objects,
+                        multipart: store.multipart,
+                        path: ObjectPath::from(key.as_str()),
+                        key,
+                        base: format!("ds://{name}"),
+                        root_prefix: prefix,
+                        name: name.to_string(),
+                    })
+                }
                 Kind::S3 => {
                     let (bucket, prefix) = c
                         .root
@@ -261,12 +298,7 @@ impl Datastores {
                             reason: format!("root '{}' is not s3://bucket/prefix", c.root),
                         })?;
                     let store = self.store(name, || s3_from_config(name, bucket, c))?;
-                    let key = [prefix.trim_matches('/'), path.trim_matches('/')]
-                        .iter()
-                        .filter(|p| !p.is_empty())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join("/");
+                    let key = join_key(prefix, path);
                     Ok(Location::Object {
                         store: store.objects,
                         multipart: store.multipart,
@@ -282,6 +314,61 @@ impl Datastores {
         Ok(Location::Local(PathBuf::from(uri)))
     }
 
+    /// The NFS store for `nfs://HOST[:PORT]/EXPORT/PATH` and PATH, mounting the export the first
+    /// time; `name` names the datastore in errors.
+    fn nfs(
+        &self,
+        name: &str,
+        uri: &str,
+        config: Option<&DatastoreConfig>,
+    ) -> Result<(Store, NfsServer, String, String), StorageError> {
+        let bad = |reason: String| StorageError::Datastore {
+            name: name.to_string(),
+            reason,
+        };
+        let rest = uri
+            .strip_prefix("nfs://")
+            .ok_or_else(|| bad(format!("root '{uri}' is not nfs://server/export/path")))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| bad(format!("'{p}' in {uri} is not a port number")))?,
+                ),
+            ),
+            None => (authority, None),
+        };
+        use std::net::ToSocketAddrs;
+        let ip = (host, 0)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| bad(format!("cannot resolve the NFS server name '{host}'")))?
+            .ip();
+        let server = NfsServer {
+            host: ip.to_string(),
+            port: port.or(config.and_then(|c| c.port)),
+            mount_port: config.and_then(|c| c.mount_port),
+        };
+        let path = format!("/{}", path.trim_matches('/'));
+        let mut known = self.nfs.lock().unwrap_or_else(|p| p.into_inner());
+        for (s, store) in known.iter() {
+            let export = store.export();
+            if *s == server && (path == export || path.starts_with(&format!("{export}/"))) {
+                let rest = path[export.len()..].trim_matches('/').to_string();
+                let export = export.to_string();
+                return Ok((Store::nfs(store.clone()), server, rest, export));
+            }
+        }
+        let (store, rest) = block_on(NfsStore::connect(server.clone(), &path))
+            .map_err(|e| bad(format!("{uri}: {}", crate::error::explain(&e))))?;
+        known.push((server.clone(), store.clone()));
+        let export = store.export().to_string();
+        Ok((Store::nfs(store), server, rest, export))
+    }
+
     fn store(
         &self,
         key: &str,
@@ -295,6 +382,16 @@ impl Datastores {
         stores.insert(key.to_string(), s.clone());
         Ok(s)
     }
+}
+
+/// `prefix/path` without empty parts or stray slashes.
+fn join_key(prefix: &str, path: &str) -> String {
+    [prefix.trim_matches('/'), path.trim_matches('/')]
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Transient errors (503, timeouts, resets) are retried with backoff by object_store itself.
@@ -409,6 +506,11 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .build()
         .unwrap_or_else(|e| panic!("cannot start the storage I/O runtime: {e}"))
 });
+
+/// The runtime that owns connections which must outlive any one caller's runtime (NFS).
+pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
+    &RUNTIME
+}
 
 /// Runs object-store I/O from synchronous code: on the caller's runtime when there is one
 /// (from a worker thread of a multi-threaded runtime it first tells the runtime that this

@@ -117,6 +117,8 @@ pub(crate) fn io(
 /// An object-store error with what the user should check.
 pub(crate) fn explain(e: &object_store::Error) -> String {
     match e {
+        // The NFS store's messages already say what to check.
+        object_store::Error::Generic { store: "NFS", .. } => e.to_string(),
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => {
             format!("{e}; check the datastore's credentials and that they allow this")

@@ -5,6 +5,7 @@ mod commit;
 pub mod datastore;
 mod error;
 mod input;
+pub mod nfs;
 mod output;
 mod read;
 mod split;

@@ -3,3 +3,4 @@
 
 pub mod conformance;
 pub mod s3;
+pub mod script;
