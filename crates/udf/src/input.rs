@@ -14,7 +14,9 @@ use crate::{TaskContext, UdfError};
 ///
 /// // A CSV split at the start of its file: the header line is not a record.
 /// match MapInput::text("id,name\n1,ann\n", InputFormat::Csv { header: true }, 0) {
-///     MapInput::Text { text, offset, .. } => assert_eq!((text, offset), ("1,ann\n", 8)),
+///     MapInput::Text { text, offset, columns, .. } => {
+///         assert_eq!((text, offset, columns), ("1,ann\n", 8, Some(2)))
+///     }
 ///     MapInput::Batches(_) => unreachable!(),
 /// }
 /// ```
@@ -28,6 +30,10 @@ pub enum MapInput<'a> {
         format: InputFormat,
         /// Byte offset of `text` in its file, to name the offset of a bad record.
         offset: u64,
+        /// CSV: the number of fields of the file's first record (the header, if it has one),
+        /// known when `text` starts the file; a record with another number is bad (unless the
+        /// job sets [`CSV_FLEXIBLE_PARAM`]).
+        columns: Option<usize>,
     },
     /// Arrow record batches (Parquet input).
     Batches(&'a [RecordBatch]),
@@ -40,25 +46,36 @@ impl<'a> MapInput<'a> {
     /// The header is the file's first CSV record as the csv crate parses it (leading blank
     /// lines skipped, a quoted name may hold a newline), with its line terminator.
     pub fn text(text: &'a str, format: InputFormat, offset: u64) -> Self {
-        if format == (InputFormat::Csv { header: true }) && offset == 0 {
-            let skip = first_csv_record_end(text);
+        let InputFormat::Csv { header } = format else {
             return MapInput::Text {
-                text: &text[skip..],
+                text,
                 format,
-                offset: skip as u64,
+                offset,
+                columns: None,
+            };
+        };
+        if offset != 0 {
+            return MapInput::Text {
+                text,
+                format,
+                offset,
+                columns: None,
             };
         }
+        let (end, columns) = first_csv_record(text);
+        let skip = if header { end } else { 0 };
         MapInput::Text {
-            text,
+            text: &text[skip..],
             format,
-            offset,
+            offset: skip as u64,
+            columns,
         }
     }
 }
 
 /// The byte offset just past the first CSV record of `text` and its line terminator (`text`'s
-/// length when it holds only one record).
-fn first_csv_record_end(text: &str) -> usize {
+/// length when it holds only one record), and the record's number of fields.
+fn first_csv_record(text: &str) -> (usize, Option<usize>) {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -66,7 +83,7 @@ fn first_csv_record_end(text: &str) -> usize {
     let mut record = csv::ByteRecord::new();
     if !matches!(reader.read_byte_record(&mut record), Ok(true)) {
         // No record, or one that does not parse: drop the first line, as a line reader would.
-        return text.find('\n').map_or(text.len(), |i| i + 1);
+        return (text.find('\n').map_or(text.len(), |i| i + 1), None);
     }
     let mut end = (reader.position().byte() as usize).min(text.len());
     // The reader stops after the `\r` of a `\r\n` terminator; the `\n` belongs to the header.
@@ -77,7 +94,7 @@ fn first_csv_record_end(text: &str) -> usize {
     while !text.is_char_boundary(end) {
         end += 1;
     }
-    end
+    (end, Some(record.len()))
 }
 
 /// A type a mapper can take as its input record (`Mapper::In`).
@@ -116,6 +133,10 @@ pub trait Input {
 /// default) fails the task naming the record; `skip` skips it and counts it in the
 /// [`SKIPPED_RECORDS_COUNTER`] counter.
 pub const BAD_RECORDS_PARAM: &str = "sluice.bad_records";
+
+/// The job parameter that lets CSV records have any number of fields (`true`); by default a
+/// record whose number of fields differs from the file's header (or first record) is bad.
+pub const CSV_FLEXIBLE_PARAM: &str = "sluice.csv.flexible";
 
 /// The user counter of records skipped because they did not parse.
 pub const SKIPPED_RECORDS_COUNTER: &str = "skipped_bad_records";
@@ -183,9 +204,11 @@ impl<T: DeserializeOwned> Input for T {
                 text,
                 format: InputFormat::Csv { .. },
                 offset,
+                columns,
             } => {
-                // Flexible: a record with a different number of fields is the record's
-                // problem (a deserialize error for a fixed-size type), not the whole split's.
+                // The reader is flexible: a record with a different number of fields is the
+                // record's problem, checked here, not the whole split's.
+                let columns = columns.filter(|_| ctx.param(CSV_FLEXIBLE_PARAM) != Some("true"));
                 let mut reader = csv::ReaderBuilder::new()
                     .has_headers(false)
                     .flexible(true)
@@ -195,9 +218,20 @@ impl<T: DeserializeOwned> Input for T {
                     let start = reader.position().byte();
                     match reader.read_record(&mut record) {
                         Ok(false) => return Ok(skipped),
-                        Ok(true) => match record.deserialize::<T>(None) {
-                            Ok(row) => f(&row),
-                            Err(e) => bad(offset + start, "CSV", &e)?,
+                        Ok(true) => match columns {
+                            Some(n) if record.len() != n => bad(
+                                offset + start,
+                                "CSV",
+                                &format!(
+                                    "it has {} fields where the file's first record has {n} \
+                                     (--param {CSV_FLEXIBLE_PARAM}=true allows any number)",
+                                    record.len()
+                                ),
+                            )?,
+                            _ => match record.deserialize::<T>(None) {
+                                Ok(row) => f(&row),
+                                Err(e) => bad(offset + start, "CSV", &e)?,
+                            },
                         },
                         Err(e) => bad(offset + start, "CSV", &e)?,
                     }
@@ -297,6 +331,27 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_record_of_the_wrong_width_fails_naming_its_offset() {
+        let text = "store,amount\na,1\nb,2,3\n";
+        let e =
+            collect::<(String, f64)>(MapInput::text(text, InputFormat::Csv { header: true }, 0))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("byte 17") && e.contains("3 fields") && e.contains("has 2"),
+            "{e}"
+        );
+        // Mid-file (no header seen), only the type decides.
+        let rows: Vec<(String, f64)> = collect(MapInput::text(
+            "b,2,3\n",
+            InputFormat::Csv { header: true },
+            40,
+        ))
+        .unwrap();
+        assert_eq!(rows, vec![("b".to_string(), 2.0)]);
+    }
+
+    #[test]
     fn bad_records_name_their_byte_offset() {
         let text = "a,1\nb,xyz\n";
         let e = collect::<(String, f64)>(MapInput::text(
@@ -315,9 +370,9 @@ mod tests {
     #[test]
     fn bad_records_can_be_skipped_and_counted() {
         let ctx = TaskContext::default().with_param(BAD_RECORDS_PARAM, "skip");
-        // A non-number, and a record with too few fields (extra fields are ignored, as in
-        // Spark's permissive CSV reading).
-        let text = "a,1\nb,xyz\nc\nd,4,extra\n";
+        // A non-number, a record with too few fields and one with too many (the file's first
+        // record has two).
+        let text = "a,1\nb,xyz\nc\nd,4,extra\ne,5\n";
         let mut got = Vec::new();
         let skipped = <(String, f64)>::for_each_record(
             MapInput::text(text, InputFormat::Csv { header: false }, 0),
@@ -325,10 +380,16 @@ mod tests {
             |r: &(String, f64)| got.push(r.0.clone()),
         )
         .unwrap();
-        assert_eq!((got, skipped), (vec!["a".to_string(), "d".to_string()], 2));
-        // Records of varying width read fine into a vector of fields.
-        let rows: Vec<Vec<String>> =
-            collect(MapInput::text(text, InputFormat::Csv { header: false }, 0)).unwrap();
+        assert_eq!((got, skipped), (vec!["a".to_string(), "e".to_string()], 3));
+        // Records of varying width read into a vector of fields when the job allows it.
+        let flexible = TaskContext::default().with_param(CSV_FLEXIBLE_PARAM, "true");
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        <Vec<String>>::for_each_record(
+            MapInput::text(text, InputFormat::Csv { header: false }, 0),
+            &flexible,
+            |r: &Vec<String>| rows.push(r.clone()),
+        )
+        .unwrap();
         assert_eq!(rows[3], ["d", "4", "extra"]);
     }
 

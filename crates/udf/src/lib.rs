@@ -40,6 +40,7 @@
 mod api;
 mod batch;
 mod context;
+pub mod count;
 mod emit;
 mod error;
 mod input;
@@ -57,7 +58,7 @@ pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
 pub use context::{Counters, TaskContext};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
-pub use input::{Input, MapInput, BAD_RECORDS_PARAM, SKIPPED_RECORDS_COUNTER};
+pub use input::{Input, MapInput, BAD_RECORDS_PARAM, CSV_FLEXIBLE_PARAM, SKIPPED_RECORDS_COUNTER};
 pub use job::{shuffle_schema, Job, JobDef, JobDefaults, MapOutput, ReduceCounts};
 pub use registry::Registry;
 /// Formats and task identities from the engine's core, so job crates need only this crate.

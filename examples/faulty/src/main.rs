@@ -4,7 +4,9 @@
 //! (a real segmentation fault). `lines` works: it counts line lengths. `flaky` works too but
 //! crashes the first attempt of map task 0 after three lines, and uses the task context: it counts lines
 //! in a user counter, keys by line length modulo the job parameter `modulo`, and writes a probe
-//! file into its scratch directory.
+//! file into its scratch directory. `sales` reads typed records (`store`, `cents`) from CSV with
+//! a header or from Parquet, and sums cents by store: the engine's handling of bad input records
+//! (wrong field count, a field that does not parse, a corrupt file) shows through it.
 
 // The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
 #![allow(unsafe_code)]
@@ -12,7 +14,7 @@
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
+use sluice_udf::{Emitter, InputFormat, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
 
 /// What the mapper does with its first line.
 #[derive(Clone, Copy)]
@@ -100,6 +102,51 @@ impl Reducer for Count {
     }
 }
 
+/// A `sales` input record: CSV fields by position, Parquet columns by name.
+#[derive(Deserialize)]
+struct Sale {
+    store: String,
+    cents: i64,
+}
+
+struct ByStore;
+
+impl Mapper for ByStore {
+    type In = Sale;
+    type Key = String;
+    type Value = i64;
+
+    fn map(&self, sale: &Sale, out: &mut Emitter<'_, String, i64>) {
+        out.emit(sale.store.clone(), sale.cents);
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoreTotal {
+    store: String,
+    cents: i64,
+}
+
+struct Total;
+
+impl Reducer for Total {
+    type Key = String;
+    type Value = i64;
+    type Out = StoreTotal;
+
+    fn reduce(
+        &self,
+        store: String,
+        cents: &mut dyn Iterator<Item = i64>,
+        out: &mut Output<'_, StoreTotal>,
+    ) {
+        out.push(StoreTotal {
+            store,
+            cents: cents.sum(),
+        });
+    }
+}
+
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
     for (name, fault) in [
@@ -112,5 +159,10 @@ fn main() -> ExitCode {
     ] {
         jobs.register(JobDef::new(name, Faulty(fault), Count).with_combiner(SumCombiner));
     }
+    jobs.register(
+        JobDef::new("sales", ByStore, Total)
+            .with_combiner(SumCombiner)
+            .input_format(InputFormat::Csv { header: true }),
+    );
     sluice_worker::main(jobs)
 }

@@ -1,0 +1,222 @@
+//! Bad input through a job with typed input records (`sales` of the faulty example binary:
+//! `store`, `cents` from CSV with a header or from Parquet) on a real coordinator and executor:
+//! a CSV row with the wrong number of fields, or a field that does not parse, fails the job
+//! naming the file and byte offset, and nothing is committed; with `sluice.bad_records=skip`
+//! the job succeeds and counts exactly the planted bad rows. A Parquet file with a corrupt
+//! footer fails the job naming the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn faulty() -> PathBuf {
+    example_binary(BIN, "faulty", "sluice-example-faulty")
+}
+
+/// `store\tcents` lines of the expected totals, sorted as `sorted_part_lines` sorts.
+fn expected_lines(totals: &BTreeMap<String, i64>) -> Vec<String> {
+    let mut v: Vec<String> = totals.iter().map(|(k, c)| format!("{k}\t{c}")).collect();
+    v.sort();
+    v
+}
+
+/// Writes `n` good sales rows per file into `dir` (two files), planting `bad` rows among them;
+/// returns the totals of the good rows and (file, byte offset) of the first bad row.
+fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, (PathBuf, usize)) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut totals = BTreeMap::new();
+    let mut first_bad = None;
+    let mut planted = bad.iter();
+    for f in 0..2 {
+        let path = dir.join(format!("sales-{f}.csv"));
+        let mut text = String::from("store,cents\n");
+        for i in 0..400u64 {
+            if i % 97 == 50 {
+                if let Some(b) = planted.next() {
+                    first_bad.get_or_insert((path.clone(), text.len()));
+                    text.push_str(b);
+                    text.push('\n');
+                }
+            }
+            let store = format!("store-{}", (i * 7 + f) % 13);
+            let cents = (i * 31 + f * 1000) as i64 % 5000 - 100;
+            *totals.entry(store.clone()).or_insert(0) += cents;
+            // A quoted store name with a comma now and then: still two fields.
+            if i % 11 == 0 {
+                text.push_str(&format!("\"{store}\",{cents}\n"));
+            } else {
+                text.push_str(&format!("{store},{cents}\n"));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+    }
+    assert!(planted.next().is_none(), "not every bad row was planted");
+    (totals, first_bad.expect("a bad row"))
+}
+
+#[test]
+fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
+    let faulty = faulty();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // Too many fields first (the one that fails the job), then too few, a non-integer, and
+    // another wide one.
+    let bad = [
+        "store-1,5,extra",
+        "store-2",
+        "store-3,12.5",
+        "store-4,1,2,3",
+    ];
+    let (mut totals, (bad_file, bad_offset)) = write_csv(&input, &bad);
+    let cluster = Cluster::start(BIN, 1, 1).expect("cluster starts");
+
+    let out = tmp.path().join("out-fail");
+    let r = cluster.submit_binary(
+        "sales",
+        &faulty,
+        &input,
+        &out,
+        &["--format", "tsv", "--wait"],
+    );
+    assert!(
+        !r.success(),
+        "bad rows must fail the job by default: {}",
+        r.stdout
+    );
+    let last = r.last_stderr_line();
+    let at = format!("byte {bad_offset}");
+    for want in [
+        s(&bad_file),
+        at.as_str(),
+        "3 fields",
+        "sluice.bad_records=skip",
+    ] {
+        assert!(last.contains(want), "error line lacks {want:?}: {last}");
+    }
+    assert!(
+        !out.join("_SUCCESS").exists(),
+        "a failed job commits nothing"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed job leaves no files: {left:?}");
+
+    let out = tmp.path().join("out-skip");
+    let r = cluster.submit_binary(
+        "sales",
+        &faulty,
+        &input,
+        &out,
+        &[
+            "--format",
+            "tsv",
+            "--param",
+            "sluice.bad_records=skip",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    assert_eq!(
+        st["counters"]["skipped_bad_records"].as_i64(),
+        Some(bad.len() as i64),
+        "{}",
+        st["counters"]
+    );
+    assert_eq!(sorted_part_lines(&out), expected_lines(&totals));
+
+    // A job that allows any width reads the wide rows' first two fields.
+    let out = tmp.path().join("out-flexible");
+    let r = cluster.submit_binary(
+        "sales",
+        &faulty,
+        &input,
+        &out,
+        &[
+            "--format",
+            "tsv",
+            "--param",
+            "sluice.bad_records=skip",
+            "--param",
+            "sluice.csv.flexible=true",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert_eq!(st["counters"]["skipped_bad_records"].as_i64(), Some(2));
+    *totals.get_mut("store-1").unwrap() += 5;
+    *totals.get_mut("store-4").unwrap() += 1;
+    assert_eq!(sorted_part_lines(&out), expected_lines(&totals));
+}
+
+/// A Parquet file of sales rows.
+fn write_parquet(path: &Path, rows: &[(&str, i64)]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("store", DataType::Utf8, false),
+        Field::new("cents", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn a_parquet_file_with_a_corrupt_footer_fails_the_job_naming_it() {
+    let faulty = faulty();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    write_parquet(&input.join("a.parquet"), &[("x", 5), ("y", 7), ("x", 1)]);
+    let cluster = Cluster::start(BIN, 1, 1).expect("cluster starts");
+    let args = ["--input-format", "parquet", "--format", "tsv", "--wait"];
+
+    // Sound files first: the job reads them.
+    let out = tmp.path().join("out-good");
+    let r = cluster.submit_binary("sales", &faulty, &input, &out, &args);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    assert_eq!(sorted_part_lines(&out), vec!["x\t6", "y\t7"]);
+
+    // The footer's metadata length overwritten with garbage.
+    let bad = input.join("b.parquet");
+    write_parquet(&bad, &[("z", 1)]);
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+    std::fs::write(&bad, bytes).unwrap();
+    let out = tmp.path().join("out-bad");
+    let r = cluster.submit_binary("sales", &faulty, &input, &out, &args);
+    assert!(
+        !r.success(),
+        "a corrupt footer must fail the job: {}",
+        r.stdout
+    );
+    let last = r.last_stderr_line();
+    for want in [s(&bad), "Parquet"] {
+        assert!(last.contains(want), "error line lacks {want:?}: {last}");
+    }
+    assert!(!last.contains("panicked"), "{last}");
+    assert!(
+        !out.join("_SUCCESS").exists(),
+        "a failed job commits nothing"
+    );
+}
