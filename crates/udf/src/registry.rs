@@ -15,7 +15,7 @@ use crate::Job;
 /// jobs.register(JobDef::new("wc", WordCountMapper, WordCountReducer).with_combiner(SumCombiner));
 /// assert_eq!(jobs.names(), ["wc"]);
 /// assert!(jobs.get("wc").is_some());
-/// assert_eq!(Registry::builtin().names(), ["wordcount"]);
+/// assert_eq!(Registry::builtin().names(), ["count", "wordcount"]);
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -32,6 +32,7 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::new();
         r.register(crate::wordcount::job());
+        r.register(crate::count::job());
         r
     }
 
