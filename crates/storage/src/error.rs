@@ -95,6 +95,12 @@ pub enum StorageError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A job's input filter (`--param sluice.where=...`) that cannot be used.
+    #[error("{reason}")]
+    Filter {
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The manifest could not be (de)serialized.
     #[error("manifest '{path}': {reason}")]
     Manifest {

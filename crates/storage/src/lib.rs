@@ -7,6 +7,7 @@ mod error;
 mod input;
 pub mod nfs;
 mod output;
+mod parquet_in;
 mod read;
 mod split;
 mod textread;
@@ -17,7 +18,8 @@ pub use commit::{
 pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
 pub use output::{OutputOptions, OutputWriter};
-pub use read::{read_key_counts, read_parquet};
+pub use parquet_in::{plan_parquet_splits, read_parquet_split, Filter, WHERE_PARAM};
+pub use read::read_key_counts;
 pub use split::{
     plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,
 };

@@ -1,13 +1,10 @@
 //! Reading back committed output (for summaries and tests).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice_core::{OutputFormat, Split};
+use sluice_core::OutputFormat;
 
-use crate::error::io;
 use crate::{OutputCommitter, StorageError};
 
 fn bad(path: &Path, reason: impl Into<String>) -> StorageError {
@@ -15,43 +12,6 @@ fn bad(path: &Path, reason: impl Into<String>) -> StorageError {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
-}
-
-/// Reads every record batch of the Parquet file `split` names (a whole-file split).
-pub fn read_parquet(split: &Split) -> Result<Vec<RecordBatch>, StorageError> {
-    use crate::datastore::{block_on, Datastores, Location};
-    use object_store::ObjectStoreExt;
-    let path = Path::new(&split.path);
-    let not_parquet =
-        |e: parquet::errors::ParquetError| bad(path, format!("not a readable Parquet file: {e}"));
-    let reader = match Datastores::global()?.resolve(&split.path)? {
-        Location::Local(p) => {
-            let file = File::open(&p).map_err(io("opening input", &p))?;
-            ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.build())
-                .map_err(not_parquet)?
-        }
-        Location::Object {
-            store,
-            path: key,
-            name,
-            ..
-        } => {
-            let failed = |e: object_store::Error| StorageError::Object {
-                op: "reading",
-                uri: split.path.clone(),
-                name: name.clone(),
-                reason: e.to_string(),
-            };
-            let bytes = block_on(async { store.get(&key).await?.bytes().await }).map_err(failed)?;
-            ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.build())
-                .map_err(not_parquet)?
-        }
-    };
-    reader
-        .map(|b| b.map_err(|e| bad(path, e.to_string())))
-        .collect()
 }
 
 /// Reads every row of a committed `(utf8 key, int64 count)` output (a path or any datastore

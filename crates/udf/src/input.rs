@@ -127,6 +127,12 @@ pub trait Input {
         ctx: &TaskContext,
         f: F,
     ) -> Result<u64, UdfError>;
+
+    /// The columns a record of this type reads by name (the fields of a serde struct), so
+    /// that columnar input is read only for them; `None` when it takes whole records.
+    fn columns() -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The job parameter that chooses what a record that does not parse does: `fail` (the
@@ -169,6 +175,15 @@ impl Input for str {
 }
 
 impl<T: DeserializeOwned> Input for T {
+    fn columns() -> Option<Vec<String>> {
+        use serde_arrow::schema::{SchemaLike, TracingOptions};
+        // A struct's fields by name; a tuple or a vector reads by position, so all columns.
+        let fields =
+            Vec::<arrow_schema::FieldRef>::from_type::<T>(TracingOptions::default()).ok()?;
+        let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        (!names.is_empty() && names.iter().all(|n| n.parse::<usize>().is_err())).then_some(names)
+    }
+
     fn for_each_record<F: FnMut(&Self)>(
         input: MapInput<'_>,
         ctx: &TaskContext,

@@ -160,6 +160,11 @@ pub trait Job: Send + Sync {
     /// The Arrow schema of the output rows.
     fn output_schema(&self) -> Result<SchemaRef, UdfError>;
 
+    /// The input columns the mapper reads (Parquet is read only for those); `None` for all.
+    fn input_columns(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Maps one split's records into `partitions` key-sorted shuffle batches.
     fn run_map(
         &self,
@@ -419,6 +424,10 @@ where
 
     fn defaults(&self) -> &JobDefaults {
         &self.defaults
+    }
+
+    fn input_columns(&self) -> Option<Vec<String>> {
+        <M::In as crate::Input>::columns()
     }
 
     fn output_schema(&self) -> Result<SchemaRef, UdfError> {

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use sluice_core::{InputFormat, OutputFormat};
 use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
-use sluice_storage::{read_parquet, read_split, OutputOptions, OutputWriter, StorageError};
+use sluice_storage::{
+    read_parquet_split, read_split, Filter, OutputOptions, OutputWriter, StorageError,
+};
 use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
 
 /// Why a task attempt failed, and whether another attempt could succeed.
@@ -113,7 +115,9 @@ pub fn run_map(
         let out = guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?;
         (out, text.lines)
     } else {
-        let batches = read_parquet(split)?;
+        let filter = Filter::from_params(|k| ctx.param(k)).map_err(TaskFailure::fatal)?;
+        let columns = job.input_columns();
+        let batches = read_parquet_split(split, columns.as_deref(), filter.as_ref())?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let input = MapInput::Batches(&batches);
         (

@@ -1,0 +1,252 @@
+//! Parquet input end to end: files cut into splits of whole row groups (small files combined),
+//! every row read exactly once, from local disk and from a real S3 server (s3s-fs, ranged
+//! reads of only the chunks a split needs); `--param sluice.where` prunes row groups by their
+//! statistics (fewer map tasks) and filters rows; a typed job reads only its columns.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{BinaryArray, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, Cluster, CmdOutput};
+use support::s3::{put_all, S3Server, KEY, SECRET};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// `rows` sales rows (`id`, `store`, `cents`, and a wide `blob` no job reads) in row groups of
+/// `per_group` rows; returns the file's bytes.
+fn sales_parquet(first_id: i64, rows: i64, per_group: usize) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("store", DataType::Utf8, false),
+        Field::new("cents", DataType::Int64, false),
+        Field::new("blob", DataType::Binary, false),
+    ]));
+    let ids: Vec<i64> = (first_id..first_id + rows).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("store-{}", i % 7)),
+            )),
+            Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i % 1000))),
+            Arc::new(BinaryArray::from_iter_values(
+                ids.iter().map(|i| vec![(i % 251) as u8; 64]),
+            )),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(per_group))
+        .build();
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+/// The dataset: one big file of 20 row groups and 30 small one-group files.
+fn dataset() -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![("big.parquet".to_string(), sales_parquet(0, 20_000, 1000))];
+    for i in 0..30 {
+        files.push((
+            format!("small-{i:02}.parquet"),
+            sales_parquet(100_000 + i * 10, 10, 1000),
+        ));
+    }
+    files
+}
+
+fn ids() -> Vec<i64> {
+    let mut v: Vec<i64> = (0..20_000).collect();
+    v.extend((0..30).flat_map(|i| 100_000 + i * 10..100_000 + i * 10 + 10));
+    v
+}
+
+/// `sluice run count ...` (with `env`), asserted to succeed; returns (records, map tasks).
+fn count(args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "run",
+        "count",
+        "--input-format",
+        "parquet",
+        "--format",
+        "tsv",
+    ])
+    .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let r = CmdOutput {
+        cmdline: format!("sluice run count {}", args.join(" ")),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    r.assert_success();
+    let output = args[args.iter().position(|a| *a == "--output").unwrap() + 1];
+    let lines = sorted_part_lines(Path::new(output));
+    let records = match lines.as_slice() {
+        [] => 0,
+        [l] => l.strip_prefix("records\t").unwrap().parse().unwrap(),
+        _ => panic!("{lines:?}"),
+    };
+    // The summary line: "job ID (count) succeeded in S: N maps, R reduces; ...".
+    let maps = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(") succeeded in "))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|rest| rest.split(" maps").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no map count in: {}", r.stderr));
+    (records, maps)
+}
+
+#[test]
+fn parquet_splits_by_row_groups_and_filters_on_disk_and_on_s3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = dataset();
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let server = S3Server::start();
+    let bucket = server.bucket("pqlake");
+    put_all(
+        &bucket,
+        files
+            .iter()
+            .map(|(n, b)| (format!("in/{n}"), b.clone()))
+            .collect(),
+    );
+    let s3_env = [
+        ("AWS_ENDPOINT_URL", server.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let all = ids().len() as i64;
+    let filter = "sluice.where=id >= 2500 and id < 4100";
+
+    for (what, input, env) in [
+        ("disk", s(&dir).to_string(), &[][..]),
+        ("s3", "s3://pqlake/in".to_string(), &s3_env[..]),
+    ] {
+        let out = |n: &str| tmp.path().join(format!("{what}-{n}")).display().to_string();
+        // Split size 1: a split per row group of the big file, the small files combined.
+        let (n, maps) = count(
+            &[
+                "--input",
+                &input,
+                "--output",
+                &out("a"),
+                "--split-size",
+                "1",
+            ],
+            env,
+        );
+        assert_eq!(n, all, "{what}: every row read exactly once");
+        assert!(
+            maps >= 20,
+            "{what}: the big file is cut by row groups ({maps} maps)"
+        );
+        let (n, maps_big) = count(&["--input", &input, "--output", &out("b")], env);
+        assert_eq!(n, all, "{what}");
+        assert!(
+            maps_big < maps,
+            "{what}: large splits combine row groups ({maps_big} maps)"
+        );
+        // The filter keeps ids 2500..4100 (row groups 2, 3, 4) and nothing else; every small
+        // file's statistics rule it out, so they are not read at all.
+        let (n, maps) = count(
+            &[
+                "--input",
+                &input,
+                "--output",
+                &out("c"),
+                "--split-size",
+                "1",
+                "--param",
+                filter,
+            ],
+            env,
+        );
+        assert_eq!(n, 1600, "{what}: filtered rows");
+        assert_eq!(maps, 3, "{what}: pruned row groups get no task");
+    }
+    let ops = server.operations();
+    assert!(
+        ops.iter().filter(|o| o.as_str() == "GetObject").count() > 30,
+        "ranged reads: {ops:?}"
+    );
+}
+
+#[test]
+fn a_typed_job_reads_parquet_columns_by_name_and_a_bad_filter_fails_at_submit() {
+    let faulty = example_binary(BIN, "faulty", "sluice-example-faulty");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in dataset() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let out = tmp.path().join("sales");
+    let r = cluster.submit_binary(
+        "sales",
+        &faulty,
+        &dir,
+        &out,
+        &[
+            "--input-format",
+            "parquet",
+            "--format",
+            "tsv",
+            "--split-size",
+            "32KiB",
+            "--param",
+            "sluice.where=cents < 10",
+            "--wait",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let mut want = std::collections::BTreeMap::new();
+    for i in ids().into_iter().filter(|i| i % 1000 < 10) {
+        *want.entry(format!("store-{}", i % 7)).or_insert(0i64) += i % 1000;
+    }
+    let mut want: Vec<String> = want.iter().map(|(k, v)| format!("{k}\t{v}")).collect();
+    want.sort();
+    assert_eq!(sorted_part_lines(&out), want);
+
+    for (param, says) in [
+        ("sluice.where=cents <> 3", "is neither a number"),
+        ("sluice.where=cents", "is not COL OP VALUE"),
+    ] {
+        let out = tmp.path().join("bad");
+        let r = cluster.submit_binary(
+            "sales",
+            &faulty,
+            &dir,
+            &out,
+            &["--input-format", "parquet", "--param", param, "--wait"],
+        );
+        assert!(!r.success(), "{param} should be refused");
+        let last = r.last_stderr_line();
+        assert!(
+            last.contains("sluice.where") && last.contains(says),
+            "{param}: {last}"
+        );
+        assert!(!out.exists(), "a refused job writes nothing");
+    }
+}
