@@ -43,7 +43,7 @@ pub struct JobArgs {
     /// `--param sluice.parquet.row_group_rows=N`.
     #[arg(long)]
     pub format: Option<String>,
-    /// Input format: text (default), csv, csv-noheader, jsonl or parquet.
+    /// Input format: text (default), csv, csv-noheader, jsonl, parquet or arrow (IPC files).
     #[arg(long)]
     pub input_format: Option<String>,
     /// Target split size, e.g. 64MiB (default), 1MiB, 256KiB.

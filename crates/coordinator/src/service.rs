@@ -12,8 +12,8 @@ use sluice_rpc::pb::control_server::{Control, ControlServer};
 use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
 use sluice_storage::{
-    list_inputs, plan_parquet_splits, plan_splits, whole_file_splits, Filter, Manifest,
-    ManifestFile, OutputCommitter, WHERE_PARAM,
+    list_inputs, plan_arrow_splits, plan_parquet_splits, plan_splits, whole_file_splits, Filter,
+    Manifest, ManifestFile, OutputCommitter, WHERE_PARAM,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -126,10 +126,10 @@ impl Coordinator {
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
             let filter = Filter::from_params(|k| s.params.get(k).map(String::as_str))
                 .map_err(|reason| sluice_storage::StorageError::Filter { reason })?;
-            if filter.is_some() && s.input_format != InputFormat::Parquet {
+            if filter.is_some() && s.input_format.is_line_based() {
                 return Err(sluice_storage::StorageError::Filter {
                     reason: format!(
-                        "--param {WHERE_PARAM} filters Parquet input only; this job reads {}",
+                        "--param {WHERE_PARAM} filters Parquet and Arrow input only; this job reads {}",
                         s.input_format.as_str()
                     ),
                 });
@@ -141,6 +141,7 @@ impl Coordinator {
                 }
                 InputFormat::Csv { .. } => whole_file_splits(&files),
                 InputFormat::Parquet => plan_parquet_splits(&files, s.split_size, filter.as_ref())?,
+                InputFormat::Arrow => plan_arrow_splits(&files, s.split_size)?,
                 InputFormat::Text | InputFormat::Jsonl => plan_splits(&files, s.split_size, true),
             };
             committer.setup_job(s.overwrite)?;

@@ -65,8 +65,10 @@ pub enum InputFormat {
     },
     /// One JSON object a line.
     Jsonl,
-    /// Apache Parquet files, read as Arrow record batches (one split per file).
+    /// Apache Parquet files, read as Arrow record batches (split by row groups).
     Parquet,
+    /// Arrow IPC files (the file format), read as their record batches (split by batches).
+    Arrow,
 }
 
 impl InputFormat {
@@ -78,15 +80,17 @@ impl InputFormat {
             InputFormat::Csv { header: false } => "csv-noheader",
             InputFormat::Jsonl => "jsonl",
             InputFormat::Parquet => "parquet",
+            InputFormat::Arrow => "arrow",
         }
     }
 
     /// True for formats read as lines of text, split at byte ranges.
     pub fn is_line_based(self) -> bool {
-        !matches!(self, InputFormat::Parquet)
+        !matches!(self, InputFormat::Parquet | InputFormat::Arrow)
     }
 
-    /// Parses `text`, `csv`, `csv-noheader`, `jsonl` or `parquet`; empty means text.
+    /// Parses `text`, `csv`, `csv-noheader`, `jsonl`, `parquet` or `arrow` (also `ipc`);
+    /// empty means text.
     pub fn parse(s: &str) -> Result<Self, CoreError> {
         match s {
             "" | "text" => Ok(InputFormat::Text),
@@ -94,6 +98,7 @@ impl InputFormat {
             "csv-noheader" => Ok(InputFormat::Csv { header: false }),
             "jsonl" | "json" => Ok(InputFormat::Jsonl),
             "parquet" => Ok(InputFormat::Parquet),
+            "arrow" | "ipc" => Ok(InputFormat::Arrow),
             other => Err(CoreError::UnknownInputFormat(other.to_string())),
         }
     }

@@ -1,6 +1,7 @@
 //! Sluice storage: find input files, cut them into line-aligned splits, read a split's lines,
 //! write output parts, and commit output so that readers never see partial results.
 
+mod arrow_in;
 mod commit;
 pub mod datastore;
 mod error;
@@ -12,6 +13,7 @@ mod read;
 mod split;
 mod textread;
 
+pub use arrow_in::{plan_arrow_splits, read_arrow_split};
 pub use commit::{
     Manifest, ManifestFile, OutputCommitter, StagedTask, PENDING_DIR, SUCCESS_FILE, TEMP_DIR,
 };

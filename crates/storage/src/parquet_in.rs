@@ -131,6 +131,22 @@ impl Filter {
         self.terms.iter().map(|t| t.col.as_str())
     }
 
+    /// True when the filter reads column `name`.
+    pub(crate) fn reads(&self, name: &str) -> bool {
+        self.columns().any(|c| c == name)
+    }
+
+    /// The rows of `batch` (read from `path`) that pass.
+    pub(crate) fn apply(
+        &self,
+        batch: &RecordBatch,
+        path: &Path,
+    ) -> Result<RecordBatch, StorageError> {
+        let keep = self.mask(batch, path)?;
+        arrow_select::filter::filter_record_batch(batch, &keep)
+            .map_err(|e| bad(path, e.to_string()))
+    }
+
     /// True when the statistics of `rg` prove that no row of it passes.
     fn rules_out(&self, rg: &RowGroupMetaData) -> bool {
         self.terms.iter().any(|t| {
@@ -377,8 +393,8 @@ impl ChunkReader for Fetched {
     }
 }
 
-/// Where a Parquet file is, opened.
-enum Source {
+/// Where an input file is, opened.
+pub(crate) enum Source {
     Local(File),
     Object {
         store: Arc<dyn object_store::ObjectStore>,
@@ -389,7 +405,7 @@ enum Source {
 }
 
 impl Source {
-    fn open(path: &str, len: u64) -> Result<Source, StorageError> {
+    pub(crate) fn open(path: &str, len: u64) -> Result<Source, StorageError> {
         Ok(match Datastores::global()?.resolve(path)? {
             Location::Local(p) => Source::Local(File::open(&p).map_err(io("opening input", &p))?),
             Location::Object {
@@ -423,6 +439,41 @@ impl Source {
             name: name.clone(),
             reason: crate::error::explain(&e),
         })
+    }
+
+    /// Bytes `range` of the file.
+    pub(crate) fn read_range(
+        &self,
+        uri: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        Ok(self
+            .read_ranges(uri, std::slice::from_ref(&range))?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Bytes `ranges` of the file, from disk or with ranged reads of the object.
+    pub(crate) fn read_ranges(
+        &self,
+        uri: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, StorageError> {
+        match self {
+            Source::Local(f) => {
+                use std::os::unix::fs::FileExt;
+                ranges
+                    .iter()
+                    .map(|r| {
+                        let mut buf = vec![0u8; (r.end - r.start) as usize];
+                        f.read_exact_at(&mut buf, r.start)
+                            .map_err(io("reading input", Path::new(uri)))?;
+                        Ok(Bytes::from(buf))
+                    })
+                    .collect()
+            }
+            Source::Object { .. } => self.fetch(uri, ranges),
+        }
     }
 
     /// The file's footer.
@@ -621,11 +672,7 @@ fn read_piece(
     for b in reader {
         let b = b.map_err(|e| bad(path, format!("reading rows: {e}")))?;
         let b = match filter {
-            Some(f) => {
-                let keep = f.mask(&b, path)?;
-                arrow_select::filter::filter_record_batch(&b, &keep)
-                    .map_err(|e| bad(path, e.to_string()))?
-            }
+            Some(f) => f.apply(&b, path)?,
             None => b,
         };
         if b.num_rows() > 0 {

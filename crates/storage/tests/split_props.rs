@@ -34,7 +34,7 @@ fn plan(
         InputFormat::Csv { .. } if csv_multiline => whole_file_splits(files),
         InputFormat::Csv { header } => plan_splits(files, split_size, combine && !header),
         InputFormat::Text | InputFormat::Jsonl => plan_splits(files, split_size, combine),
-        InputFormat::Parquet => unreachable!("not a line-based format"),
+        InputFormat::Parquet | InputFormat::Arrow => unreachable!("not a line-based format"),
     }
 }
 

@@ -16,7 +16,7 @@ const REDUCE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Maps Arrow record batches to record batches that carry the job's key columns.
 ///
-/// Parquet input arrives as its record batches; text input as one `line` column.
+/// Parquet and Arrow input arrive as its record batches; text input as one `line` column.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -277,7 +277,7 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             }
             MapInput::Text { format, .. } => {
                 return Err(UdfError::Input(format!(
-                    "job {}: a batch job reads parquet or text input, not {}",
+                    "job {}: a batch job reads parquet, arrow or text input, not {}",
                     self.name,
                     format.as_str()
                 )))

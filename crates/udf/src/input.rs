@@ -35,7 +35,7 @@ pub enum MapInput<'a> {
         /// job sets [`CSV_FLEXIBLE_PARAM`]).
         columns: Option<usize>,
     },
-    /// Arrow record batches (Parquet input).
+    /// Arrow record batches (Parquet or Arrow IPC input).
     Batches(&'a [RecordBatch]),
 }
 
@@ -100,7 +100,7 @@ fn first_csv_record(text: &str) -> (usize, Option<usize>) {
 /// A type a mapper can take as its input record (`Mapper::In`).
 ///
 /// `str` takes each line of text input as it is. Any serde type takes a CSV record (fields by
-/// position), a JSON line, or a Parquet row (columns by name).
+/// position), a JSON line, or a Parquet or Arrow row (columns by name).
 ///
 /// ```
 /// use sluice_core::InputFormat;
@@ -166,7 +166,7 @@ impl Input for str {
                 Ok(0)
             }
             MapInput::Batches(_) => Err(UdfError::Input(format!(
-                "{}: the job's mapper reads text lines (type In = str) but the input is Parquet; \
+                "{}: the job's mapper reads text lines (type In = str) but the input is columnar (Parquet or Arrow); \
                  declare `type In = YourRow` with serde, or write a BatchMapper",
                 where_(ctx)
             ))),

@@ -6,7 +6,8 @@ use std::path::Path;
 use sluice_core::{InputFormat, OutputFormat};
 use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
 use sluice_storage::{
-    read_parquet_split, read_split, Filter, OutputOptions, OutputWriter, StorageError,
+    read_arrow_split, read_parquet_split, read_split, Filter, OutputOptions, OutputWriter,
+    StorageError,
 };
 use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
 
@@ -117,7 +118,11 @@ pub fn run_map(
     } else {
         let filter = Filter::from_params(|k| ctx.param(k)).map_err(TaskFailure::fatal)?;
         let columns = job.input_columns();
-        let batches = read_parquet_split(split, columns.as_deref(), filter.as_ref())?;
+        let batches = if format == InputFormat::Arrow {
+            read_arrow_split(split, columns.as_deref(), filter.as_ref())?
+        } else {
+            read_parquet_split(split, columns.as_deref(), filter.as_ref())?
+        };
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let input = MapInput::Batches(&batches);
         (

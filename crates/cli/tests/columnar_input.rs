@@ -1,7 +1,8 @@
-//! Parquet input end to end: files cut into splits of whole row groups (small files combined),
-//! every row read exactly once, from local disk and from a real S3 server (s3s-fs, ranged
-//! reads of only the chunks a split needs); `--param sluice.where` prunes row groups by their
-//! statistics (fewer map tasks) and filters rows; a typed job reads only its columns.
+//! Columnar input end to end. Parquet: files cut into splits of whole row groups (small files
+//! combined), every row read exactly once, from local disk and from a real S3 server (s3s-fs,
+//! ranged reads of only the chunks a split needs); `--param sluice.where` prunes row groups by
+//! their statistics (fewer map tasks) and filters rows; a typed job reads only its columns.
+//! Arrow IPC files: cut between record batches, every row read once, on disk and on S3.
 
 mod support;
 
@@ -69,18 +70,17 @@ fn ids() -> Vec<i64> {
     v
 }
 
-/// `sluice run count ...` (with `env`), asserted to succeed; returns (records, map tasks).
+/// `sluice run count ...` on Parquet (with `env`), asserted to succeed.
 fn count(args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
+    count_format("parquet", args, env)
+}
+
+/// `sluice run count --input-format FORMAT ...` (with `env`), asserted to succeed; returns
+/// (records, map tasks).
+fn count_format(format: &str, args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args([
-        "run",
-        "count",
-        "--input-format",
-        "parquet",
-        "--format",
-        "tsv",
-    ])
-    .args(args);
+    cmd.args(["run", "count", "--input-format", format, "--format", "tsv"])
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -248,5 +248,84 @@ fn a_typed_job_reads_parquet_columns_by_name_and_a_bad_filter_fails_at_submit() 
             "{param}: {last}"
         );
         assert!(!out.exists(), "a refused job writes nothing");
+    }
+}
+
+/// An Arrow IPC file of `batches` record batches of `rows` ids each.
+fn arrow_file(batches: i64, rows: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let mut w = arrow_ipc::writer::FileWriter::try_new(&mut out, &schema).unwrap();
+    for b in 0..batches {
+        let ids = Int64Array::from_iter_values(b * rows..(b + 1) * rows);
+        w.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap())
+            .unwrap();
+    }
+    w.finish().unwrap();
+    drop(w);
+    out
+}
+
+#[test]
+fn arrow_ipc_files_split_by_record_batches_on_disk_and_on_s3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = vec![
+        ("a.arrow".to_string(), arrow_file(16, 1000)),
+        ("b.arrow".to_string(), arrow_file(1, 5)),
+    ];
+    for (n, b) in &files {
+        std::fs::write(dir.join(n), b).unwrap();
+    }
+    let server = S3Server::start();
+    let bucket = server.bucket("arrowlake");
+    put_all(
+        &bucket,
+        files
+            .iter()
+            .map(|(n, b)| (format!("in/{n}"), b.clone()))
+            .collect(),
+    );
+    let s3_env = [
+        ("AWS_ENDPOINT_URL", server.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    for (what, input, env) in [
+        ("disk", s(&dir).to_string(), &[][..]),
+        ("s3", "s3://arrowlake/in".to_string(), &s3_env[..]),
+    ] {
+        let out = |n: &str| tmp.path().join(format!("{what}-{n}")).display().to_string();
+        let (n, maps) = count_format(
+            "arrow",
+            &[
+                "--input",
+                &input,
+                "--output",
+                &out("a"),
+                "--split-size",
+                "1",
+            ],
+            env,
+        );
+        assert_eq!((n, maps), (16_005, 17), "{what}: a split per batch");
+        let (n, maps) = count_format("arrow", &["--input", &input, "--output", &out("b")], env);
+        assert_eq!((n, maps), (16_005, 1), "{what}: one split for all");
+        let (n, _) = count_format(
+            "ipc",
+            &[
+                "--input",
+                &input,
+                "--output",
+                &out("c"),
+                "--param",
+                "sluice.where=id >= 15990",
+            ],
+            env,
+        );
+        assert_eq!(n, 10, "{what}: filtered rows");
     }
 }
