@@ -329,3 +329,70 @@ fn arrow_ipc_files_split_by_record_batches_on_disk_and_on_s3() {
         assert_eq!(n, 10, "{what}: filtered rows");
     }
 }
+
+#[test]
+fn hive_partition_directories_become_columns_and_prune_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("events");
+    // day=1: 3 files of 1,000 rows; day=2: 2 files; day=__HIVE_DEFAULT_PARTITION__: 1 file.
+    for (day, files) in [("1", 3), ("2", 2), ("__HIVE_DEFAULT_PARTITION__", 1)] {
+        let d = dir.join(format!("day={day}")).join("region=eu");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in 0..files {
+            std::fs::write(
+                d.join(format!("part-{f}.parquet")),
+                sales_parquet(0, 1000, 500),
+            )
+            .unwrap();
+        }
+    }
+    let input = s(&dir).to_string();
+    let out = |n: &str| tmp.path().join(n).display().to_string();
+    let (n, _) = count(&["--input", &input, "--output", &out("all")], &[]);
+    assert_eq!(n, 6000);
+    // A term on a partition column is decided from the path: other files are not even opened.
+    let (n, maps) = count(
+        &[
+            "--input",
+            &input,
+            "--output",
+            &out("day2"),
+            "--split-size",
+            "1",
+            "--param",
+            "sluice.where=day = 2",
+        ],
+        &[],
+    );
+    assert_eq!((n, maps), (2000, 4), "day=2 only: 2 files x 2 row groups");
+    let (n, _) = count(
+        &[
+            "--input",
+            &input,
+            "--output",
+            &out("eu"),
+            "--param",
+            "sluice.where=region = 'eu' and day >= 1 and id < 10",
+        ],
+        &[],
+    );
+    assert_eq!(n, 50, "ids 0..10 of the 5 files with a day");
+    // Pruning by path must not hide a file whose name has no partition: it is read.
+    std::fs::write(dir.join("loose.parquet"), sales_parquet(0, 7, 500)).unwrap();
+    let (n, _) = count(
+        &[
+            "--input",
+            &input,
+            "--output",
+            &out("loose"),
+            "--param",
+            "sluice.where=id < 3",
+        ],
+        &[],
+    );
+    assert_eq!(
+        n,
+        5 * 3 + 3 + 3,
+        "ids 0..3 of every file, the null-day one included"
+    );
+}

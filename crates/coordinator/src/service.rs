@@ -141,7 +141,7 @@ impl Coordinator {
                 }
                 InputFormat::Csv { .. } => whole_file_splits(&files),
                 InputFormat::Parquet => plan_parquet_splits(&files, s.split_size, filter.as_ref())?,
-                InputFormat::Arrow => plan_arrow_splits(&files, s.split_size)?,
+                InputFormat::Arrow => plan_arrow_splits(&files, s.split_size, filter.as_ref())?,
                 InputFormat::Text | InputFormat::Jsonl => plan_splits(&files, s.split_size, true),
             };
             committer.setup_job(s.overwrite)?;

@@ -17,6 +17,7 @@ use arrow_schema::SchemaRef;
 use sluice_core::Split;
 
 use crate::parquet_in::{Filter, Source};
+use crate::partition::{partition_values, with_partition_columns};
 use crate::{InputFile, StorageError};
 
 fn bad(path: &str, reason: impl Into<String>) -> StorageError {
@@ -99,11 +100,18 @@ fn read_footer(source: &Source, uri: &str, len: u64) -> Result<Footer, StorageEr
 
 /// Plans Arrow IPC files into splits of whole record batches of about `split_size` bytes,
 /// small files combined, reading every footer.
-pub fn plan_arrow_splits(files: &[InputFile], split_size: u64) -> Result<Vec<Split>, StorageError> {
+pub fn plan_arrow_splits(
+    files: &[InputFile],
+    split_size: u64,
+    filter: Option<&Filter>,
+) -> Result<Vec<Split>, StorageError> {
     let split_size = split_size.max(1);
     let mut splits = Vec::new();
     let mut small: Option<Split> = None;
     for f in files.iter().filter(|f| f.len > 0) {
+        if filter.is_some_and(|flt| flt.rules_out_partitions(&partition_values(&f.path))) {
+            continue;
+        }
         let footer = read_footer(&Source::open(&f.path, f.len)?, &f.path, f.len)?;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         for (off, n, _) in footer.batches {
@@ -199,6 +207,7 @@ pub fn read_arrow_split(
             else {
                 continue;
             };
+            let b = with_partition_columns(b, &partition_values(uri))?;
             let b = match filter {
                 Some(f) => f.apply(&b, Path::new(uri))?,
                 None => b,
@@ -272,7 +281,7 @@ mod tests {
         want.extend(0..7);
         want.sort_unstable();
         for size in [1, 5000, 20_000, files[0].len, 1 << 30] {
-            let splits = plan_arrow_splits(&files, size).unwrap();
+            let splits = plan_arrow_splits(&files, size, None).unwrap();
             let mut got = Vec::new();
             for s in &splits {
                 got.extend(ids(&read_arrow_split(s, None, None).unwrap()));
@@ -285,7 +294,7 @@ mod tests {
         }
         // Projection and a filter on a dictionary column.
         let f = Filter::parse("tag = 'odd' and id < 10").unwrap();
-        let splits = plan_arrow_splits(&files[..1], 1).unwrap();
+        let splits = plan_arrow_splits(&files[..1], 1, None).unwrap();
         let cols = vec!["id".to_string()];
         let got: Vec<i64> = splits
             .iter()
@@ -303,7 +312,9 @@ mod tests {
             path: a.display().to_string(),
             len: 32,
         }];
-        let e = plan_arrow_splits(&files, 1 << 20).unwrap_err().to_string();
+        let e = plan_arrow_splits(&files, 1 << 20, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("a.arrow") && e.contains("not an Arrow IPC file"),
             "{e}"

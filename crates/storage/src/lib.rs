@@ -9,6 +9,7 @@ mod input;
 pub mod nfs;
 mod output;
 mod parquet_in;
+mod partition;
 mod read;
 mod split;
 mod textread;
@@ -21,6 +22,7 @@ pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
 pub use output::{OutputOptions, OutputWriter};
 pub use parquet_in::{plan_parquet_splits, read_parquet_split, Filter, WHERE_PARAM};
+pub use partition::{partition_values, with_partition_columns, PartitionValue};
 pub use read::read_key_counts;
 pub use split::{
     plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,

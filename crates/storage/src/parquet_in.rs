@@ -30,6 +30,7 @@ use sluice_core::Split;
 
 use crate::datastore::{block_on, Datastores, Location};
 use crate::error::io;
+use crate::partition::{partition_values, with_partition_columns, PartitionValue};
 use crate::{InputFile, StorageError};
 
 /// The job parameter holding a row filter for Parquet input: `COL OP VALUE` terms joined by
@@ -147,6 +148,28 @@ impl Filter {
             .map_err(|e| bad(path, e.to_string()))
     }
 
+    /// True when a file with partition values `parts` (from its path) holds no row that
+    /// passes: a term on a partition column decides it for the whole file.
+    pub(crate) fn rules_out_partitions(&self, parts: &[PartitionValue]) -> bool {
+        self.terms.iter().any(|t| {
+            let Some(p) = parts.iter().find(|p| p.key == t.col) else {
+                return false;
+            };
+            let Some(v) = &p.value else {
+                // Null passes no comparison.
+                return true;
+            };
+            let v = match t.lit {
+                Lit::Num(_) => match v.parse::<f64>() {
+                    Ok(n) => Lit::Num(n),
+                    Err(_) => return false,
+                },
+                Lit::Str(_) => Lit::Str(v.clone()),
+            };
+            !t.holds(&v)
+        })
+    }
+
     /// True when the statistics of `rg` prove that no row of it passes.
     fn rules_out(&self, rg: &RowGroupMetaData) -> bool {
         self.terms.iter().any(|t| {
@@ -222,17 +245,24 @@ impl Filter {
                             .map_or(String::new(), |a| a.value(i).to_string()),
                     ),
                 };
-                *k = match t.op {
-                    Op::Eq => v == t.lit,
-                    Op::Ne => v != t.lit,
-                    Op::Lt => v.lt(&t.lit),
-                    Op::Le => v.lt(&t.lit) || v == t.lit,
-                    Op::Gt => t.lit.lt(&v),
-                    Op::Ge => t.lit.lt(&v) || v == t.lit,
-                };
+                *k = t.holds(&v);
             }
         }
         Ok(BooleanArray::from(keep))
+    }
+}
+
+impl Term {
+    /// Whether value `v` passes this term.
+    fn holds(&self, v: &Lit) -> bool {
+        match self.op {
+            Op::Eq => *v == self.lit,
+            Op::Ne => *v != self.lit,
+            Op::Lt => v.lt(&self.lit),
+            Op::Le => v.lt(&self.lit) || *v == self.lit,
+            Op::Gt => self.lit.lt(v),
+            Op::Ge => self.lit.lt(v) || *v == self.lit,
+        }
     }
 }
 
@@ -539,6 +569,9 @@ pub fn plan_parquet_splits(
     let mut splits: Vec<Split> = Vec::new();
     let mut small: Option<Split> = None;
     for f in files.iter().filter(|f| f.len > 0) {
+        if filter.is_some_and(|flt| flt.rules_out_partitions(&partition_values(&f.path))) {
+            continue;
+        }
         let (meta, _) = Source::open(&f.path, f.len)?.metadata(&f.path)?;
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         for (i, rg) in meta.row_groups().iter().enumerate() {
@@ -669,8 +702,10 @@ fn read_piece(
                 .map_err(not_parquet(path))?
         }
     };
+    let parts = partition_values(&piece.path);
     for b in reader {
         let b = b.map_err(|e| bad(path, format!("reading rows: {e}")))?;
+        let b = with_partition_columns(b, &parts)?;
         let b = match filter {
             Some(f) => f.apply(&b, path)?,
             None => b,
