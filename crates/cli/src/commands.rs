@@ -84,6 +84,14 @@ fn job_spec(a: &JobArgs, known: &Known, output: Option<String>) -> Result<JobSpe
             .ok_or_else(|| CliError::Usage(format!("--param '{p}' is not KEY=VALUE")))?;
         params.insert(k.to_string(), v.to_string());
     }
+    if let Some(col) = &a.partition_by {
+        if col.is_empty() || col.contains(['/', '=']) {
+            return Err(CliError::Usage(format!(
+                "--partition-by '{col}' is not a column name"
+            )));
+        }
+        params.insert(sluice_storage::PARTITION_BY_PARAM.to_string(), col.clone());
+    }
     // Refused here rather than by every reduce task after the map stage.
     sluice_storage::OutputOptions::from_params(&params)
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -164,7 +172,9 @@ fn finish(status: &pb::JobStatus, spec: &JobSpec, top_n: usize) -> Result<(), Cl
             error: status.error.clone(),
         });
     }
-    if top_n > 0 {
+    // A partitioned output's files lack the partition column, so they are not (key, count) rows.
+    let partitioned = spec.params.contains_key(sluice_storage::PARTITION_BY_PARAM);
+    if top_n > 0 && !partitioned {
         // The job succeeded; an output that is not (key, count)-shaped just has no top list.
         if let Err(e) = top::print_top(&spec.output, spec.format, top_n) {
             eprintln!("note: no top rows to show: {e}");

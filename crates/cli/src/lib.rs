@@ -58,6 +58,10 @@ pub struct JobArgs {
     /// Job parameter KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// Write the output as COL=VALUE/part-… directories, one per value of this output column
+    /// (left out of the files), as Spark's partitionBy and Hive do.
+    #[arg(long, value_name = "COL")]
+    pub partition_by: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

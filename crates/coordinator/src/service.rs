@@ -191,14 +191,19 @@ impl Coordinator {
                     return;
                 };
                 let committer = OutputCommitter::open(&job.spec.output);
+                // Paths relative to the output (`COL=VALUE/part-…` when partitioned).
+                let relative = |p: &str| match &committer {
+                    Ok(c) => c.relative(p),
+                    Err(_) => std::path::Path::new(p)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| p.to_string()),
+                };
                 let files: Vec<ManifestFile> = job
                     .files
                     .iter()
                     .map(|f| ManifestFile {
-                        path: std::path::Path::new(&f.path)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| f.path.clone()),
+                        path: relative(&f.path),
                         rows: f.rows,
                         bytes: f.bytes,
                     })

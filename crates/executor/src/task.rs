@@ -10,7 +10,7 @@ use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
 use sluice_shuffle::{fetch_partition, ShuffleStore};
-use sluice_storage::{OutputCommitter, StorageError};
+use sluice_storage::{OutputCommitter, StorageError, WrittenFile};
 use sluice_udf::{Counters, Job, Registry};
 use sluice_worker::protocol::{Request, Response};
 use sluice_worker::{TaskFailure, TaskInfo};
@@ -410,7 +410,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         let ctx = info.context(None);
         tokio::task::spawn_blocking(move || {
             sluice_worker::run_reduce(job.as_ref(), &segments, &part, format, &ctx)
-                .map(|d| (d.rows, d.bytes, d.counters))
+                .map(|d| (d.rows, d.bytes, d.counters, d.files))
                 .map_err(TaskError::from)
         })
         .await
@@ -419,7 +419,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     } else {
         reduce_in_worker(env, a, info, &spec, segments, part, format).await
     };
-    let (rows, bytes, counters) = match written {
+    let (rows, bytes, counters, written_files) = match written {
         Ok(w) => w,
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || c2.abort_task(&dir2)).await;
@@ -456,9 +456,22 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     let files = tokio::task::spawn_blocking(move || staged.commit())
         .await
         .map_err(|e| TaskError::retry(e.to_string()))??;
+    // Each committed file with its own rows and bytes (a partitioned task writes several).
     let files = files
         .into_iter()
-        .map(|path| pb::OutputFile { path, rows, bytes })
+        .map(|path| {
+            let own = written_files
+                .iter()
+                .find(|w| path.ends_with(&format!("/{}", w.path)) || path == w.path);
+            match own {
+                Some(w) => pb::OutputFile {
+                    path,
+                    rows: w.rows,
+                    bytes: w.bytes,
+                },
+                None => pb::OutputFile { path, rows, bytes },
+            }
+        })
         .collect();
     Ok((
         pb::Stats {
@@ -480,7 +493,7 @@ async fn reduce_in_worker(
     segments: Vec<Vec<u8>>,
     part: PathBuf,
     format: OutputFormat,
-) -> Result<(u64, u64, Counters), TaskError> {
+) -> Result<(u64, u64, Counters, Vec<WrittenFile>), TaskError> {
     let dir = env
         .store
         .root()
@@ -524,7 +537,8 @@ async fn reduce_in_worker(
             rows,
             bytes,
             counters,
-        } => Ok((rows, bytes, counters.into_iter().collect())),
+            files,
+        } => Ok((rows, bytes, counters.into_iter().collect(), files)),
         other => Err(other.into()),
     }
 }

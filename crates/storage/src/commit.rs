@@ -252,13 +252,7 @@ impl OutputCommitter {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(attempt_dir).map_err(io("listing attempt", attempt_dir))? {
-            let e = e.map_err(io("listing attempt", attempt_dir))?;
-            names.push(e.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        for name in names {
+        for name in files_under(attempt_dir)? {
             let res = self.upload(o, job_id, &attempt, attempt_dir, &name);
             match res {
                 Ok(u) => staged.uploads.push(u),
@@ -431,10 +425,13 @@ impl OutputCommitter {
                 if tmp.exists() {
                     std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
                 }
-                if let Ok(rd) = std::fs::read_dir(root) {
-                    for e in rd.flatten() {
-                        if is_part_of(&e.file_name().to_string_lossy(), job_id) {
-                            let _ = std::fs::remove_file(e.path());
+                for rel in files_under(root).unwrap_or_default() {
+                    if !rel.starts_with(['_', '.']) && is_part_of(last_part(&rel), job_id) {
+                        let p = root.join(&rel);
+                        let _ = std::fs::remove_file(&p);
+                        // A partition directory that held only this job's parts.
+                        if let Some(dir) = p.parent().filter(|d| *d != root.as_path()) {
+                            let _ = std::fs::remove_dir(dir);
                         }
                     }
                 }
@@ -443,7 +440,7 @@ impl OutputCommitter {
             }
             Target::Object(o) => {
                 self.abort_uploads(o, job_id)?;
-                o.delete_where(|rel| !rel.contains('/') && is_part_of(rel, job_id))
+                o.delete_where(|rel| !rel.starts_with('_') && is_part_of(last_part(rel), job_id))
                     .map_err(|e| self.object_error("removing parts of", job_id, e))?;
                 let staged = self.staging.join(job_id);
                 if staged.exists() {
@@ -508,6 +505,19 @@ impl OutputCommitter {
         }
     }
 
+    /// The path of a committed file (as `StagedTask::commit` returns it) relative to the
+    /// output, as the manifest names it.
+    pub fn relative(&self, committed: &str) -> String {
+        let prefix = match &self.target {
+            Target::Local(root) => format!("{}/", root.display()),
+            Target::Object(_) => format!("{}/", self.uri),
+        };
+        committed
+            .strip_prefix(&prefix)
+            .map(str::to_string)
+            .unwrap_or_else(|| last_part(committed).to_string())
+    }
+
     /// Reads the manifest of a committed output.
     pub fn read_manifest(&self) -> Result<Manifest, StorageError> {
         let bytes = self.read_file(SUCCESS_FILE)?;
@@ -564,6 +574,31 @@ impl OutputCommitter {
     }
 }
 
+/// The last `/`-separated component of `rel`.
+fn last_part(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+/// Every file under `dir`, as paths relative to it with `/` separators, sorted.
+fn files_under(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let abs = dir.join(&rel);
+        for e in std::fs::read_dir(&abs).map_err(io("listing", &abs))? {
+            let e = e.map_err(io("listing", &abs))?;
+            let child = rel.join(e.file_name());
+            if e.file_type().map_err(io("listing", &abs))?.is_dir() {
+                todo.push(child);
+            } else {
+                out.push(child.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Whether `name` is an output part written by job `job_id` (`part-...-JOBID.EXT`).
 fn is_part_of(name: &str, job_id: &str) -> bool {
     name.starts_with("part-") && name.contains(&format!("-{job_id}."))
@@ -617,16 +652,17 @@ impl StagedTask {
         match &c.target {
             Target::Local(root) => {
                 let dir = &self.attempt_dir;
-                for e in std::fs::read_dir(dir).map_err(io("listing attempt", dir))? {
-                    let src = e.map_err(io("listing attempt", dir))?.path();
-                    let Some(name) = src.file_name() else {
-                        continue;
-                    };
-                    let dst = root.join(name);
+                for rel in files_under(dir)? {
+                    let (src, dst) = (dir.join(&rel), root.join(&rel));
+                    // A partitioned output's `COL=VALUE/` directory.
+                    if let Some(parent) = dst.parent() {
+                        std::fs::create_dir_all(parent).map_err(io("committing", parent))?;
+                    }
                     std::fs::rename(&src, &dst).map_err(io("committing", &src))?;
                     done.push(dst.to_string_lossy().into_owned());
                 }
-                std::fs::remove_dir(dir).map_err(io("removing attempt", dir))?;
+                // Only directories are left.
+                std::fs::remove_dir_all(dir).map_err(io("removing attempt", dir))?;
             }
             Target::Object(o) => {
                 for u in &self.uploads {

@@ -10,6 +10,7 @@ pub mod nfs;
 mod output;
 mod parquet_in;
 mod partition;
+mod partitioned;
 mod read;
 mod split;
 mod textread;
@@ -23,6 +24,7 @@ pub use input::{list_inputs, InputFile};
 pub use output::{OutputOptions, OutputWriter};
 pub use parquet_in::{plan_parquet_splits, read_parquet_split, Filter, WHERE_PARAM};
 pub use partition::{partition_values, with_partition_columns, PartitionValue};
+pub use partitioned::{TaskWriter, WrittenFile, PARTITION_BY_PARAM};
 pub use read::read_key_counts;
 pub use split::{
     plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,

@@ -94,6 +94,9 @@ pub enum Response {
         bytes: u64,
         /// User counters.
         counters: BTreeMap<String, i64>,
+        /// The files written (several when the output is partitioned).
+        #[serde(default)]
+        files: Vec<sluice_storage::WrittenFile>,
     },
     /// The task failed; the worker goes on.
     Failed {
@@ -148,6 +151,7 @@ mod tests {
                 rows: 3,
                 bytes: 10,
                 counters: counters.clone(),
+                files: Vec::new(),
             },
         )
         .unwrap();
@@ -157,6 +161,7 @@ mod tests {
                 rows,
                 bytes,
                 counters: c,
+                ..
             }) => {
                 assert_eq!((rows, bytes, c), (3, 10, counters))
             }

@@ -149,6 +149,7 @@ fn execute(req: Request, registry: &Registry, buf: &mut Vec<u8>) -> Result<Respo
                 rows: done.rows,
                 bytes: done.bytes,
                 counters: done.counters.into_map(),
+                files: done.files,
             })
         }
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 use sluice_core::{InputFormat, OutputFormat};
 use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
 use sluice_storage::{
-    read_arrow_split, read_parquet_split, read_split, Filter, OutputOptions, OutputWriter,
-    StorageError,
+    read_arrow_split, read_parquet_split, read_split, Filter, OutputOptions, StorageError,
+    TaskWriter, WrittenFile, PARTITION_BY_PARAM,
 };
 use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
 
@@ -94,6 +94,8 @@ pub struct ReduceDone {
     pub bytes: u64,
     /// User counters of this attempt.
     pub counters: Counters,
+    /// The files written, relative to the attempt directory.
+    pub files: Vec<WrittenFile>,
 }
 
 /// Reads the split of `ctx` into `buf` (kept by the caller between tasks), maps it, and writes
@@ -155,7 +157,9 @@ pub fn run_reduce<S: AsRef<[u8]>>(
     }
     let schema = job.output_schema()?;
     let options = OutputOptions::from_params(ctx.params())?;
-    let mut writer = OutputWriter::create_with(output, format, schema, options)?;
+    let partition_by = ctx.param(PARTITION_BY_PARAM).filter(|c| !c.is_empty());
+    let mut writer = TaskWriter::create(output, format, schema, options, partition_by)
+        .map_err(|e| TaskFailure::fatal(e.to_string()))?;
     let mut merged = KWayMerge::new(&batches).map_err(|e| TaskFailure::fatal(e.to_string()))?;
     let counts = guarded("reduce", || {
         Ok(job.run_reduce(
@@ -164,10 +168,11 @@ pub fn run_reduce<S: AsRef<[u8]>>(
             ctx,
         )?)
     })?;
-    let (rows, bytes) = writer.finish()?;
+    let files = writer.finish()?;
     Ok(ReduceDone {
-        rows,
-        bytes,
+        rows: files.iter().map(|f| f.rows).sum(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
         counters: counts.counters,
+        files,
     })
 }

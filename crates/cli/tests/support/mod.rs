@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod python;
 pub mod s3;
 pub mod script;
