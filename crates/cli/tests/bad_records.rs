@@ -2,8 +2,9 @@
 //! `store`, `cents` from CSV with a header or from Parquet) on a real coordinator and executor:
 //! a CSV row with the wrong number of fields, or a field that does not parse, fails the job
 //! naming the file and byte offset, and nothing is committed; with `sluice.bad_records=skip`
-//! the job succeeds and counts exactly the planted bad rows. A Parquet file with a corrupt
-//! footer fails the job naming the file.
+//! the job succeeds, counts exactly the planted bad rows and commits them, with file and
+//! offset, to `OUTPUT/_bad_records/`. A Parquet file with a corrupt footer fails the job naming
+//! the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
-use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, Cluster};
+use sluice_testkit::{example_binary, path_str as s, read_manifest, sorted_part_lines, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -27,12 +28,15 @@ fn expected_lines(totals: &BTreeMap<String, i64>) -> Vec<String> {
     v
 }
 
+/// Where a bad row was planted: file, byte offset, the row.
+type Planted = Vec<(PathBuf, usize, String)>;
+
 /// Writes `n` good sales rows per file into `dir` (two files), planting `bad` rows among them;
-/// returns the totals of the good rows and (file, byte offset) of the first bad row.
-fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, (PathBuf, usize)) {
+/// returns the totals of the good rows and where each bad row went.
+fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, Planted) {
     std::fs::create_dir_all(dir).unwrap();
     let mut totals = BTreeMap::new();
-    let mut first_bad = None;
+    let mut planted_at = Vec::new();
     let mut planted = bad.iter();
     for f in 0..2 {
         let path = dir.join(format!("sales-{f}.csv"));
@@ -40,7 +44,7 @@ fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, (PathBuf, usiz
         for i in 0..400u64 {
             if i % 97 == 50 {
                 if let Some(b) = planted.next() {
-                    first_bad.get_or_insert((path.clone(), text.len()));
+                    planted_at.push((path.clone(), text.len(), b.to_string()));
                     text.push_str(b);
                     text.push('\n');
                 }
@@ -58,7 +62,7 @@ fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, (PathBuf, usiz
         std::fs::write(&path, text).unwrap();
     }
     assert!(planted.next().is_none(), "not every bad row was planted");
-    (totals, first_bad.expect("a bad row"))
+    (totals, planted_at)
 }
 
 #[test]
@@ -74,7 +78,8 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
         "store-3,12.5",
         "store-4,1,2,3",
     ];
-    let (mut totals, (bad_file, bad_offset)) = write_csv(&input, &bad);
+    let (mut totals, planted) = write_csv(&input, &bad);
+    let (bad_file, bad_offset) = (planted[0].0.clone(), planted[0].1);
     let cluster = Cluster::start(BIN, 1, 1).expect("cluster starts");
 
     let out = tmp.path().join("out-fail");
@@ -134,6 +139,39 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
         st["counters"]
     );
     assert_eq!(sorted_part_lines(&out), expected_lines(&totals));
+    // Each skipped record is committed once to `_bad_records/` with where it was and why.
+    let m = read_manifest(&out);
+    let listed: Vec<&str> = m["bad_records"]
+        .as_array()
+        .expect("the manifest lists the bad-record files")
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f["path"].as_str().unwrap().starts_with("_bad_records")),
+        "bad records are not output rows: {m}"
+    );
+    let mut got = Vec::new();
+    for rel in &listed {
+        assert!(rel.starts_with("_bad_records/part-m-"), "{rel}");
+        for line in std::fs::read_to_string(out.join(rel)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+            got.push((
+                PathBuf::from(v["file"].as_str().unwrap()),
+                v["offset"].as_u64().unwrap() as usize,
+                v["record"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    got.sort();
+    let mut want = planted.clone();
+    want.sort();
+    assert_eq!(got, want, "the bad records and their positions");
 
     // A job that allows any width reads the wide rows' first two fields.
     let out = tmp.path().join("out-flexible");

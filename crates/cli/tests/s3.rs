@@ -515,6 +515,7 @@ fn a_job_that_commits_second_to_an_s3_output_loses_cleanly() {
             vec![format!("ds://lake/out/{part}")]
         );
         manifests.push(Manifest {
+            bad_records: Vec::new(),
             job_id: job.into(),
             job: "wordcount".into(),
             format: "tsv".into(),

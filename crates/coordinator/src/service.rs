@@ -13,7 +13,7 @@ use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
 use sluice_storage::{
     list_inputs, plan_arrow_splits, plan_parquet_splits, plan_splits, whole_file_splits, Filter,
-    Manifest, ManifestFile, OutputCommitter, WHERE_PARAM,
+    Manifest, ManifestFile, OutputCommitter, BAD_RECORDS_DIR, WHERE_PARAM,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -199,7 +199,7 @@ impl Coordinator {
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| p.to_string()),
                 };
-                let files: Vec<ManifestFile> = job
+                let (bad_records, files): (Vec<ManifestFile>, Vec<ManifestFile>) = job
                     .files
                     .iter()
                     .map(|f| ManifestFile {
@@ -207,7 +207,7 @@ impl Coordinator {
                         rows: f.rows,
                         bytes: f.bytes,
                     })
-                    .collect();
+                    .partition(|f| f.path.starts_with(&format!("{BAD_RECORDS_DIR}/")));
                 let manifest = Manifest {
                     job_id: job.id.clone(),
                     job: job.spec.job.clone(),
@@ -215,6 +215,7 @@ impl Coordinator {
                     rows: files.iter().map(|f| f.rows).sum(),
                     bytes: files.iter().map(|f| f.bytes).sum(),
                     files,
+                    bad_records,
                 };
                 (committer, manifest)
             };
@@ -703,6 +704,8 @@ impl Control for Coordinator {
         let mut commit = false;
         match kind {
             TaskKind::Map => {
+                // The bad records the attempt committed (`_bad_records/`), if any.
+                job.files.extend(r.files);
                 job.map_outputs[r.index as usize] = Some(MapOutputLocation {
                     map_index: r.index,
                     attempt: r.attempt,
@@ -779,7 +782,14 @@ impl Control for Coordinator {
             .jobs
             .get_mut(&r.job_id)
             .filter(|j| j.state == JobState::Running)
-            .and_then(|j| j.reduces.get_mut(r.index as usize))
+            .and_then(|j| {
+                let tasks = if r.kind == "map" {
+                    &mut j.maps
+                } else {
+                    &mut j.reduces
+                };
+                tasks.get_mut(r.index as usize)
+            })
             .is_some_and(|t| {
                 let ok = t.state == TaskState::Running
                     && t.attempts == r.attempt

@@ -10,7 +10,8 @@ use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
 use sluice_shuffle::{fetch_partition, ShuffleStore};
-use sluice_storage::{OutputCommitter, StorageError, WrittenFile};
+use sluice_storage::{OutputCommitter, StorageError, WrittenFile, BAD_RECORDS_DIR};
+use sluice_udf::BadRecord;
 use sluice_udf::{Counters, Job, Registry};
 use sluice_worker::protocol::{Request, Response};
 use sluice_worker::{TaskFailure, TaskInfo};
@@ -268,9 +269,10 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
                 lines,
                 shuffle_bytes,
                 counters,
+                bad_records,
             } => Ok((
                 stats(lines, shuffle_bytes, counters.into_iter().collect()),
-                Vec::new(),
+                commit_bad_records(env, a, &spec.output, bad_records).await?,
             )),
             other => Err(other.into()),
         };
@@ -292,10 +294,79 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
     })
     .await
     .map_err(|e| TaskError::fatal(format!("map task aborted: {e}")))??;
-    Ok((
-        stats(done.lines, done.shuffle_bytes, done.counters),
-        Vec::new(),
-    ))
+    let files = commit_bad_records(env, a, &spec.output, done.bad_records).await?;
+    Ok((stats(done.lines, done.shuffle_bytes, done.counters), files))
+}
+
+/// Commits the input records a map attempt skipped as bad to
+/// `OUTPUT/_bad_records/part-m-NNNNN-JOB.jsonl` (file, offset, error, record a line), through
+/// the output's commit protocol: only the attempt the coordinator lets commit does, so a task
+/// run twice writes its bad records once. A later attempt that may not commit keeps its map
+/// output and leaves the committed records as they are.
+async fn commit_bad_records(
+    env: &Arc<TaskEnv>,
+    a: &TaskAssignment,
+    output: &str,
+    bad: Vec<BadRecord>,
+) -> Result<Vec<pb::OutputFile>, TaskError> {
+    if bad.is_empty() {
+        return Ok(Vec::new());
+    }
+    let committer = OutputCommitter::open(output)
+        .map_err(|e| TaskError::fatal(e.to_string()))?
+        .with_staging(env.store.root().join("staging"));
+    let task = format!("m-{:05}", a.index);
+    let attempt_dir = committer.attempt_dir(&a.job_id, &task, a.attempt);
+    let file = attempt_dir
+        .join(BAD_RECORDS_DIR)
+        .join(format!("part-{task}-{}.jsonl", a.job_id));
+    let rows = bad.len() as u64;
+    let (c2, dir2, job2) = (committer.clone(), attempt_dir.clone(), a.job_id.clone());
+    let staged = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for b in &bad {
+            text.push_str(&serde_json::to_string(b).unwrap_or_default());
+            text.push('\n');
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TaskError::retry(format!("creating {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&file, &text)
+            .map_err(|e| TaskError::retry(format!("writing {}: {e}", file.display())))?;
+        let staged = c2.stage_task(&job2, &dir2).map_err(|e| {
+            let _ = c2.abort_task(&dir2);
+            TaskError::retry(e.to_string())
+        })?;
+        Ok::<_, TaskError>((staged, text.len() as u64))
+    })
+    .await
+    .map_err(|e| TaskError::retry(e.to_string()))??;
+    let (staged, bytes) = staged;
+    let allowed = env
+        .control
+        .clone()
+        .can_commit(CanCommitRequest {
+            job_id: a.job_id.clone(),
+            index: a.index,
+            attempt: a.attempt,
+            kind: "map".into(),
+        })
+        .await
+        .map(|r| r.into_inner().allowed)
+        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())));
+    if !matches!(allowed, Ok(true)) {
+        let _ = tokio::task::spawn_blocking(move || staged.abort()).await;
+        allowed?;
+        return Ok(Vec::new());
+    }
+    let files = tokio::task::spawn_blocking(move || staged.commit())
+        .await
+        .map_err(|e| TaskError::retry(e.to_string()))??;
+    Ok(files
+        .into_iter()
+        .map(|path| pb::OutputFile { path, rows, bytes })
+        .collect())
 }
 
 async fn fetch_one(
@@ -442,6 +513,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
             job_id: a.job_id.clone(),
             index: a.index,
             attempt: a.attempt,
+            kind: String::new(),
         })
         .await
         .map(|r| r.into_inner().allowed)

@@ -56,7 +56,13 @@ pub struct Manifest {
     pub rows: u64,
     /// Total bytes.
     pub bytes: u64,
+    /// Files of input records skipped as bad (`_bad_records/…`, JSON lines), not output rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_records: Vec<ManifestFile>,
 }
+
+/// Where skipped bad input records are committed, under the output.
+pub const BAD_RECORDS_DIR: &str = "_bad_records";
 
 /// Commit protocol for one output: a directory on a POSIX filesystem or a prefix in an object
 /// store.
@@ -404,7 +410,7 @@ impl OutputCommitter {
 
     /// Removes the files a losing job committed (their names carry its job id).
     fn remove_parts(&self, manifest: &Manifest) {
-        for f in &manifest.files {
+        for f in manifest.files.iter().chain(&manifest.bad_records) {
             match &self.target {
                 Target::Local(root) => {
                     let _ = std::fs::remove_file(root.join(&f.path));
@@ -426,7 +432,7 @@ impl OutputCommitter {
                     std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
                 }
                 for rel in files_under(root).unwrap_or_default() {
-                    if !rel.starts_with(['_', '.']) && is_part_of(last_part(&rel), job_id) {
+                    if !rel.starts_with(TEMP_DIR) && is_part_of(last_part(&rel), job_id) {
                         let p = root.join(&rel);
                         let _ = std::fs::remove_file(&p);
                         // A partition directory that held only this job's parts.
@@ -440,8 +446,10 @@ impl OutputCommitter {
             }
             Target::Object(o) => {
                 self.abort_uploads(o, job_id)?;
-                o.delete_where(|rel| !rel.starts_with('_') && is_part_of(last_part(rel), job_id))
-                    .map_err(|e| self.object_error("removing parts of", job_id, e))?;
+                o.delete_where(|rel| {
+                    !rel.starts_with(PENDING_DIR) && is_part_of(last_part(rel), job_id)
+                })
+                .map_err(|e| self.object_error("removing parts of", job_id, e))?;
                 let staged = self.staging.join(job_id);
                 if staged.exists() {
                     let _ = std::fs::remove_dir_all(&staged);
@@ -721,6 +729,7 @@ mod tests {
                         std::fs::write(a.join(&part), job).unwrap();
                         c.commit_task(job, &a).unwrap();
                         let m = Manifest {
+                            bad_records: Vec::new(),
                             job_id: job.into(),
                             job: "wordcount".into(),
                             format: "tsv".into(),
@@ -777,6 +786,7 @@ mod tests {
         let files = c.commit_task("j1", &a).unwrap();
         assert_eq!(files, vec![out.join("part-r-00000.tsv").to_string_lossy()]);
         let m = Manifest {
+            bad_records: Vec::new(),
             job_id: "j1".into(),
             job: "wordcount".into(),
             format: "tsv".into(),

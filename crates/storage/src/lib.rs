@@ -17,7 +17,8 @@ mod textread;
 
 pub use arrow_in::{plan_arrow_splits, read_arrow_split};
 pub use commit::{
-    Manifest, ManifestFile, OutputCommitter, StagedTask, PENDING_DIR, SUCCESS_FILE, TEMP_DIR,
+    Manifest, ManifestFile, OutputCommitter, StagedTask, BAD_RECORDS_DIR, PENDING_DIR,
+    SUCCESS_FILE, TEMP_DIR,
 };
 pub use error::StorageError;
 pub use input::{list_inputs, InputFile};

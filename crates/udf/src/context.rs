@@ -32,7 +32,26 @@ pub struct TaskContext {
     split: Option<Split>,
     params: BTreeMap<String, String>,
     scratch_dir: PathBuf,
+    /// Records skipped as bad in this attempt, kept to be written to `OUTPUT/_bad_records/`.
+    bad_records: std::sync::Arc<std::sync::Mutex<Vec<BadRecord>>>,
 }
+
+/// An input record skipped because it did not parse (`sluice.bad_records=skip`), with where it
+/// was, so that it can be found and fixed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BadRecord {
+    /// The input file.
+    pub file: String,
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+    /// Why it was skipped.
+    pub error: String,
+    /// The record as it was in the file.
+    pub record: String,
+}
+
+/// Bad records kept per task attempt (all are counted; a file of millions helps nobody).
+pub const MAX_KEPT_BAD_RECORDS: usize = 10_000;
 
 impl Default for TaskContext {
     fn default() -> Self {
@@ -51,7 +70,30 @@ impl TaskContext {
             split: None,
             params: BTreeMap::new(),
             scratch_dir: std::env::temp_dir(),
+            bad_records: Default::default(),
         }
+    }
+
+    /// Keeps a skipped bad record of this task's split (up to [`MAX_KEPT_BAD_RECORDS`]).
+    pub fn keep_bad_record(&self, offset: u64, error: String, record: &str) {
+        let mut kept = self.bad_records.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < MAX_KEPT_BAD_RECORDS {
+            kept.push(BadRecord {
+                file: self
+                    .split
+                    .as_ref()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default(),
+                offset,
+                error,
+                record: record.to_string(),
+            });
+        }
+    }
+
+    /// The bad records kept so far, leaving none.
+    pub fn take_bad_records(&self) -> Vec<BadRecord> {
+        std::mem::take(&mut *self.bad_records.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Sets the input split (map tasks).

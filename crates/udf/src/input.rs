@@ -192,9 +192,17 @@ impl<T: DeserializeOwned> Input for T {
         let skip = ctx.param(BAD_RECORDS_PARAM) == Some("skip");
         let mut skipped = 0u64;
         // Skipping counts the record; otherwise the task fails naming it.
-        let mut bad = |offset: u64, what: &str, e: &dyn std::fmt::Display| {
+        let mut bad = |offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
             if skip {
                 skipped += 1;
+                ctx.keep_bad_record(
+                    offset,
+                    format!(
+                        "cannot read the {what} record as {}: {e}",
+                        std::any::type_name::<T>()
+                    ),
+                    raw,
+                );
                 return Ok(());
             }
             Err(UdfError::Input(format!(
@@ -231,7 +239,13 @@ impl<T: DeserializeOwned> Input for T {
                 let mut record = csv::StringRecord::new();
                 loop {
                     let start = reader.position().byte();
-                    match reader.read_record(&mut record) {
+                    let read = reader.read_record(&mut record);
+                    let end = (reader.position().byte() as usize).min(text.len());
+                    let raw = text
+                        .get(start as usize..end)
+                        .unwrap_or_default()
+                        .trim_end_matches(['\n', '\r']);
+                    match read {
                         Ok(false) => return Ok(skipped),
                         Ok(true) => match columns {
                             Some(n) if record.len() != n => bad(
@@ -242,13 +256,14 @@ impl<T: DeserializeOwned> Input for T {
                                      (--param {CSV_FLEXIBLE_PARAM}=true allows any number)",
                                     record.len()
                                 ),
+                                raw,
                             )?,
                             _ => match record.deserialize::<T>(None) {
                                 Ok(row) => f(&row),
-                                Err(e) => bad(offset + start, "CSV", &e)?,
+                                Err(e) => bad(offset + start, "CSV", &e, raw)?,
                             },
                         },
-                        Err(e) => bad(offset + start, "CSV", &e)?,
+                        Err(e) => bad(offset + start, "CSV", &e, raw)?,
                     }
                 }
             }
@@ -259,7 +274,7 @@ impl<T: DeserializeOwned> Input for T {
                     if !body.trim().is_empty() {
                         match serde_json::from_str::<T>(body) {
                             Ok(row) => f(&row),
-                            Err(e) => bad(at, "JSON", &e)?,
+                            Err(e) => bad(at, "JSON", &e, body)?,
                         }
                     }
                     at += line.len() as u64;
@@ -396,6 +411,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((got, skipped), (vec!["a".to_string(), "e".to_string()], 3));
+        let kept: Vec<(u64, String)> = ctx
+            .take_bad_records()
+            .into_iter()
+            .map(|b| (b.offset, b.record))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (4, "b,xyz".to_string()),
+                (10, "c".to_string()),
+                (12, "d,4,extra".to_string())
+            ]
+        );
         // Records of varying width read into a vector of fields when the job allows it.
         let flexible = TaskContext::default().with_param(CSV_FLEXIBLE_PARAM, "true");
         let mut rows: Vec<Vec<String>> = Vec::new();

@@ -55,7 +55,7 @@ pub use api::{
     SumCombiner,
 };
 pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
-pub use context::{Counters, TaskContext};
+pub use context::{BadRecord, Counters, TaskContext, MAX_KEPT_BAD_RECORDS};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
 pub use input::{Input, MapInput, BAD_RECORDS_PARAM, CSV_FLEXIBLE_PARAM, SKIPPED_RECORDS_COUNTER};

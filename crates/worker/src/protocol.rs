@@ -85,6 +85,9 @@ pub enum Response {
         shuffle_bytes: u64,
         /// User counters.
         counters: BTreeMap<String, i64>,
+        /// Input records skipped as bad, for `OUTPUT/_bad_records/`.
+        #[serde(default)]
+        bad_records: Vec<sluice_udf::BadRecord>,
     },
     /// A reduce finished.
     Reduce {

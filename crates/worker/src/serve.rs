@@ -127,6 +127,7 @@ fn execute(req: Request, registry: &Registry, buf: &mut Vec<u8>) -> Result<Respo
                 lines: done.lines,
                 shuffle_bytes: done.shuffle_bytes,
                 counters: done.counters.into_map(),
+                bad_records: done.bad_records,
             })
         }
         Request::Reduce {

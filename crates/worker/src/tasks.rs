@@ -83,6 +83,8 @@ pub struct MapDone {
     pub shuffle_bytes: u64,
     /// User counters of this attempt.
     pub counters: Counters,
+    /// Input records skipped as bad (the first [`sluice_udf::MAX_KEPT_BAD_RECORDS`]).
+    pub bad_records: Vec<sluice_udf::BadRecord>,
 }
 
 /// What a reduce task produced.
@@ -140,6 +142,7 @@ pub fn run_map(
         lines,
         shuffle_bytes: info.bytes,
         counters: out.counters,
+        bad_records: ctx.take_bad_records(),
     })
 }
 

@@ -95,6 +95,7 @@ pub fn run(kind: &str, root: &str, raw: RawLister, staging: &Path) {
 
     // Job commit, then cleanup: exactly the committed part and _SUCCESS remain.
     let manifest = Manifest {
+        bad_records: Vec::new(),
         job_id: "jc".into(),
         job: "conformance".into(),
         format: "text".into(),
