@@ -7,8 +7,9 @@
 //! `~/.cache/sluice-venv` (made with pyarrow if missing, as `.ci/run` does), and fails when
 //! neither can import pyarrow.
 //!
-//! No built-in job reads CSV or JSON-lines records (the registry holds `wordcount`, which
-//! reads text lines), so the output is not read back by a Sluice job here.
+//! Each output is also read back by a Sluice job: the typed `sales` job of the faulty example
+//! binary (it takes `word`/`count` records) on a real cluster sums every word's count from the
+//! CSV, JSON-lines and Parquet outputs, which must give the counts again.
 
 mod support;
 
@@ -22,8 +23,8 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_core::OutputFormat;
 use sluice_testkit::{
-    assert_counts_eq, generate_text, part_files, path_str as s, read_manifest, reference_counts,
-    sluice, Counts,
+    assert_counts_eq, example_binary, generate_text, part_files, path_str as s, read_manifest,
+    reference_counts, sluice, sorted_part_lines, Cluster, Counts,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -310,6 +311,39 @@ fn csv_jsonl_and_parquet_round_trip_exactly() {
             &["--reducers", "3"],
         );
         check_output(&out, format, &want);
+    }
+}
+
+#[test]
+fn csv_jsonl_and_parquet_outputs_are_read_back_by_a_sluice_job() {
+    let c = corpus("1MiB", 2);
+    let want = reference_counts(&c.files);
+    let mut want_lines: Vec<String> = want.iter().map(|(w, n)| format!("{w}\t{n}")).collect();
+    want_lines.sort();
+    let faulty = example_binary(BIN, "faulty", "sluice-example-faulty");
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    for format in ["csv", "jsonl", "parquet"] {
+        let out = c.dir.join(format!("wc-{format}"));
+        run_wordcount(
+            std::slice::from_ref(&c.dir.join("in")),
+            &out,
+            format,
+            &["--reducers", "3"],
+        );
+        let back = c.dir.join(format!("back-{format}"));
+        let r = cluster.submit_binary(
+            "sales",
+            &faulty,
+            &out,
+            &back,
+            &["--input-format", format, "--format", "tsv", "--wait"],
+        );
+        assert!(r.success(), "{format}: {}\n{}", r.stderr, cluster.logs());
+        assert_eq!(
+            sorted_part_lines(&back),
+            want_lines,
+            "{format} output read back by a Sluice job"
+        );
     }
 }
 

@@ -659,6 +659,8 @@ fn read_piece(
         r.dedup();
         r
     });
+    // None of the named columns here (a reader that maps names itself): read them all.
+    let roots = roots.filter(|r| !r.is_empty());
     let leaves: Vec<usize> = (0..descr.num_columns())
         .filter(|l| {
             roots

@@ -102,10 +102,14 @@ impl Reducer for Count {
     }
 }
 
-/// A `sales` input record: CSV fields by position, Parquet columns by name.
+/// A `sales` input record: CSV fields by position, JSON keys and Parquet columns by name. It
+/// also reads word count output (`word`, `count`), so that tests read Sluice's output back with
+/// a Sluice job.
 #[derive(Deserialize)]
 struct Sale {
+    #[serde(alias = "word")]
     store: String,
+    #[serde(alias = "count")]
     cents: i64,
 }
 
