@@ -65,6 +65,26 @@ fn write_csv(dir: &Path, bad: &[&str]) -> (BTreeMap<String, i64>, Planted) {
     (totals, planted_at)
 }
 
+/// Runs `sales` over `input` into `out` (TSV) with job parameters `params`, asserting that it
+/// succeeds; returns its status.
+fn sales_succeeds(
+    cluster: &Cluster,
+    faulty: &Path,
+    input: &Path,
+    out: &Path,
+    params: &[&str],
+) -> serde_json::Value {
+    let mut args = vec!["--format", "tsv", "--wait", "--json"];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    let r = cluster.submit_binary("sales", faulty, input, out, &args);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert_eq!(st["state"], "succeeded", "{st}");
+    st
+}
+
 #[test]
 fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
     let faulty = faulty();
@@ -115,23 +135,13 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
     assert!(left.is_empty(), "a failed job leaves no files: {left:?}");
 
     let out = tmp.path().join("out-skip");
-    let r = cluster.submit_binary(
-        "sales",
+    let st = sales_succeeds(
+        &cluster,
         &faulty,
         &input,
         &out,
-        &[
-            "--format",
-            "tsv",
-            "--param",
-            "sluice.bad_records=skip",
-            "--wait",
-            "--json",
-        ],
+        &["sluice.bad_records=skip"],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let st = r.stdout_json();
-    assert_eq!(st["state"], "succeeded", "{st}");
     assert_eq!(
         st["counters"]["skipped_bad_records"].as_i64(),
         Some(bad.len() as i64),
@@ -175,24 +185,13 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
 
     // A job that allows any width reads the wide rows' first two fields.
     let out = tmp.path().join("out-flexible");
-    let r = cluster.submit_binary(
-        "sales",
+    let st = sales_succeeds(
+        &cluster,
         &faulty,
         &input,
         &out,
-        &[
-            "--format",
-            "tsv",
-            "--param",
-            "sluice.bad_records=skip",
-            "--param",
-            "sluice.csv.flexible=true",
-            "--wait",
-            "--json",
-        ],
+        &["sluice.bad_records=skip", "sluice.csv.flexible=true"],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
-    let st = r.stdout_json();
     assert_eq!(st["counters"]["skipped_bad_records"].as_i64(), Some(2));
     *totals.get_mut("store-1").unwrap() += 5;
     *totals.get_mut("store-4").unwrap() += 1;

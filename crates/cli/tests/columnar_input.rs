@@ -14,7 +14,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, Cluster, CmdOutput};
-use support::s3::{put_all, S3Server, KEY, SECRET};
+use support::s3::{put_all, S3Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -71,13 +71,13 @@ fn ids() -> Vec<i64> {
 }
 
 /// `sluice run count ...` on Parquet (with `env`), asserted to succeed.
-fn count(args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
+fn count(args: &[&str], env: &[(&str, String)]) -> (i64, u64) {
     count_format("parquet", args, env)
 }
 
 /// `sluice run count --input-format FORMAT ...` (with `env`), asserted to succeed; returns
 /// (records, map tasks).
-fn count_format(format: &str, args: &[&str], env: &[(&str, &str)]) -> (i64, u64) {
+fn count_format(format: &str, args: &[&str], env: &[(&str, String)]) -> (i64, u64) {
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["run", "count", "--input-format", format, "--format", "tsv"])
         .args(args);
@@ -129,13 +129,7 @@ fn parquet_splits_by_row_groups_and_filters_on_disk_and_on_s3() {
             .map(|(n, b)| (format!("in/{n}"), b.clone()))
             .collect(),
     );
-    let s3_env = [
-        ("AWS_ENDPOINT_URL", server.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
+    let s3_env = server.client_env();
     let all = ids().len() as i64;
     let filter = "sluice.where=id >= 2500 and id < 4100";
 
@@ -287,13 +281,7 @@ fn arrow_ipc_files_split_by_record_batches_on_disk_and_on_s3() {
             .map(|(n, b)| (format!("in/{n}"), b.clone()))
             .collect(),
     );
-    let s3_env = [
-        ("AWS_ENDPOINT_URL", server.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
+    let s3_env = server.client_env();
     for (what, input, env) in [
         ("disk", s(&dir).to_string(), &[][..]),
         ("s3", "s3://arrowlake/in".to_string(), &s3_env[..]),

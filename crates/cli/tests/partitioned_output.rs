@@ -11,11 +11,11 @@ use std::path::Path;
 use std::process::Command;
 
 use sluice_testkit::{generate_text, path_str as s, read_manifest, reference_counts, CmdOutput};
-use support::s3::{keys_under, S3Server, KEY, SECRET};
+use support::s3::{keys_under, S3Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-fn sluice(args: &[&str], env: &[(&str, &str)]) -> CmdOutput {
+fn sluice(args: &[&str], env: &[(&str, String)]) -> CmdOutput {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
     for (k, v) in env {
@@ -177,13 +177,7 @@ fn wordcount_partitioned_by_count_round_trips_on_disk_and_on_s3() {
     // On S3: the same layout as keys, committed by multipart uploads.
     let server = S3Server::start();
     let bucket = server.bucket("wclake");
-    let env = [
-        ("AWS_ENDPOINT_URL", server.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
+    let env = server.client_env();
     let r = sluice(
         &[
             "run",

@@ -298,6 +298,21 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
     Ok((stats(done.lines, done.shuffle_bytes, done.counters), files))
 }
 
+/// Asks the coordinator whether this attempt of task `a` (a `kind` task) may commit its output.
+async fn may_commit(env: &Arc<TaskEnv>, a: &TaskAssignment, kind: &str) -> Result<bool, TaskError> {
+    env.control
+        .clone()
+        .can_commit(CanCommitRequest {
+            job_id: a.job_id.clone(),
+            index: a.index,
+            attempt: a.attempt,
+            kind: kind.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner().allowed)
+        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())))
+}
+
 /// Commits the input records a map attempt skipped as bad to
 /// `OUTPUT/_bad_records/part-m-NNNNN-JOB.jsonl` (file, offset, error, record a line), through
 /// the output's commit protocol: only the attempt the coordinator lets commit does, so a task
@@ -343,18 +358,7 @@ async fn commit_bad_records(
     .await
     .map_err(|e| TaskError::retry(e.to_string()))??;
     let (staged, bytes) = staged;
-    let allowed = env
-        .control
-        .clone()
-        .can_commit(CanCommitRequest {
-            job_id: a.job_id.clone(),
-            index: a.index,
-            attempt: a.attempt,
-            kind: "map".into(),
-        })
-        .await
-        .map(|r| r.into_inner().allowed)
-        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())));
+    let allowed = may_commit(env, a, "map").await;
     if !matches!(allowed, Ok(true)) {
         let _ = tokio::task::spawn_blocking(move || staged.abort()).await;
         allowed?;
@@ -506,18 +510,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         .inspect_err(|_| {
             let _ = committer.abort_task(&attempt_dir);
         })?;
-    let allowed = env
-        .control
-        .clone()
-        .can_commit(CanCommitRequest {
-            job_id: a.job_id.clone(),
-            index: a.index,
-            attempt: a.attempt,
-            kind: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().allowed)
-        .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())));
+    let allowed = may_commit(env, a, "reduce").await;
     if !matches!(allowed, Ok(true)) {
         let _ = tokio::task::spawn_blocking(move || staged.abort()).await;
         allowed?;

@@ -16,7 +16,7 @@ use arrow_ipc::{root_as_footer, MetadataVersion};
 use arrow_schema::SchemaRef;
 use sluice_core::Split;
 
-use crate::parquet_in::{Filter, Source};
+use crate::parquet_in::{add_pieces, Filter, Source};
 use crate::partition::{partition_values, with_partition_columns};
 use crate::{InputFile, StorageError};
 
@@ -120,28 +120,7 @@ pub fn plan_arrow_splits(
                 _ => pieces.push((off, off + n)),
             }
         }
-        let whole = pieces.len() == 1 && f.len < split_size;
-        for (lo, hi) in pieces {
-            let s = Split {
-                path: f.path.clone(),
-                start: lo,
-                end: hi,
-                file_len: f.len,
-                rest: Vec::new(),
-            };
-            if !whole {
-                splits.push(s);
-                continue;
-            }
-            match &mut small {
-                Some(g) if g.len() + s.len() <= split_size => g.rest.push(s),
-                _ => {
-                    if let Some(g) = small.replace(s) {
-                        splits.push(g);
-                    }
-                }
-            }
-        }
+        add_pieces(f, &pieces, split_size, &mut splits, &mut small);
     }
     splits.extend(small);
     Ok(splits)

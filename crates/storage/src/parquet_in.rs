@@ -589,31 +589,44 @@ pub fn plan_parquet_splits(
                 _ => pieces.push((lo, hi)),
             }
         }
-        let whole = pieces.len() == 1 && f.len < split_size;
-        for (lo, hi) in pieces {
-            let s = Split {
-                path: f.path.clone(),
-                start: lo,
-                end: hi,
-                file_len: f.len,
-                rest: Vec::new(),
-            };
-            if !whole {
-                splits.push(s);
-                continue;
-            }
-            match &mut small {
-                Some(g) if g.len() + s.len() <= split_size => g.rest.push(s),
-                _ => {
-                    if let Some(g) = small.replace(s) {
-                        splits.push(g);
-                    }
+        add_pieces(f, &pieces, split_size, &mut splits, &mut small);
+    }
+    splits.extend(small);
+    Ok(splits)
+}
+
+/// Adds the byte ranges `pieces` of file `f` to `splits`: each its own split, except a small
+/// file read as one piece, which joins the open group of small files (`small`) while that
+/// stays within `split_size` (Hadoop's CombineFileInputFormat).
+pub(crate) fn add_pieces(
+    f: &InputFile,
+    pieces: &[(u64, u64)],
+    split_size: u64,
+    splits: &mut Vec<Split>,
+    small: &mut Option<Split>,
+) {
+    let whole = pieces.len() == 1 && f.len < split_size;
+    for &(lo, hi) in pieces {
+        let s = Split {
+            path: f.path.clone(),
+            start: lo,
+            end: hi,
+            file_len: f.len,
+            rest: Vec::new(),
+        };
+        if !whole {
+            splits.push(s);
+            continue;
+        }
+        match small {
+            Some(g) if g.len() + s.len() <= split_size => g.rest.push(s),
+            _ => {
+                if let Some(g) = small.replace(s) {
+                    splits.push(g);
                 }
             }
         }
     }
-    splits.extend(small);
-    Ok(splits)
 }
 
 /// Reads the row groups that `split` (and each file combined into it) owns, only `columns`

@@ -119,6 +119,17 @@ impl S3Server {
         )
     }
 
+    /// The environment that points plain `s3://` URIs of a `sluice` process at this server.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+    }
+
     /// A datastores file naming this server's bucket `bucket` as `lake`, keys from env vars.
     pub fn datastores(&self, dir: &Path, bucket: &str) -> PathBuf {
         let p = dir.join("datastores.toml");
