@@ -16,6 +16,7 @@ use sluice_testkit::path_str as s;
 use sluice_testkit::{
     assert_counts_eq, count_text, generate_text, read_tsv_counts, CmdOutput, Counts,
 };
+use support::moto::MotoServer;
 use support::s3::{block, keys_under, put_all, Objects, S3Server, KEY, SECRET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -402,50 +403,16 @@ fn executors_and_job_binary_workers_resolve_the_same_datastores() {
     }
 }
 
-#[test]
-fn of_two_jobs_racing_to_one_posix_output_exactly_one_commits() {
-    let server = S3Server::start();
-    let store = server.bucket("lake");
-    let tmp = tempfile::tempdir().unwrap();
-    let small = (0..200)
-        .map(|i| {
-            (
-                format!("data/in/s/{i:03}.txt"),
-                format!("race {i} w{}\n", i % 7),
-            )
-        })
-        .collect();
-    let (want, _, objects) = corpus(
-        tmp.path(),
-        "1MiB",
-        31,
-        |i| format!("data/in/big-{i}.txt"),
-        small,
-    );
-    put_all(&store, objects);
-    let ds = server.datastores(tmp.path(), "lake");
-    let local = tmp.path().join("race-local");
-    // Two processes at once on a POSIX output (input from S3). The same race on an S3
-    // output is not run here: s3s-fs checks If-None-Match and then writes, with awaits in
-    // between, so two conditional puts that collide within milliseconds can both succeed
-    // there (seen), where AWS S3 lets exactly one through. The S3 job commit is pinned down
-    // deterministically by `a_job_that_commits_second_to_an_s3_output_loses_cleanly`.
-    let output = s(&local);
+/// Starts two identical word count jobs from `input` to `output` at once, three times: each
+/// time exactly one commits and the other fails saying why; `check(round)` then verifies the
+/// output and removes it for the next round.
+fn race_two_jobs(input: &str, output: &str, env: &[(&str, String)], mut check: impl FnMut(usize)) {
     for round in 0..3 {
         let start = || {
             Command::new(BIN)
-                .args([
-                    "run",
-                    "wordcount",
-                    "--input",
-                    "ds://lake/in",
-                    "--output",
-                    output,
-                ])
+                .args(["run", "wordcount", "--input", input, "--output", output])
                 .args(["--split-size", "256KiB", "--executors", "1", "--top", "0"])
-                .env("SLUICE_DATASTORES", &ds)
-                .env("LAKE_KEY", KEY)
-                .env("LAKE_SECRET", SECRET)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -474,10 +441,73 @@ fn of_two_jobs_racing_to_one_posix_output_exactly_one_commits() {
                 || line.contains("is being written by"),
             "{output} round {round}: {line}"
         );
-        let (got, _) = local_output(&local);
-        assert_counts_eq(&got, &want, &format!("{output} round {round}"));
-        std::fs::remove_dir_all(&local).unwrap();
+        check(round);
     }
+}
+
+#[test]
+fn of_two_jobs_racing_to_one_posix_output_exactly_one_commits() {
+    let server = S3Server::start();
+    let store = server.bucket("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let small = (0..200)
+        .map(|i| {
+            (
+                format!("data/in/s/{i:03}.txt"),
+                format!("race {i} w{}\n", i % 7),
+            )
+        })
+        .collect();
+    let (want, _, objects) = corpus(
+        tmp.path(),
+        "1MiB",
+        31,
+        |i| format!("data/in/big-{i}.txt"),
+        small,
+    );
+    put_all(&store, objects);
+    let ds = server.datastores(tmp.path(), "lake");
+    let local = tmp.path().join("race-local");
+    // Two processes at once on a POSIX output (input from S3); the S3 output race runs
+    // against moto (below), whose conditional put is atomic as S3's is.
+    let env = [
+        ("SLUICE_DATASTORES", s(&ds).to_string()),
+        ("LAKE_KEY", KEY.to_string()),
+        ("LAKE_SECRET", SECRET.to_string()),
+    ];
+    race_two_jobs("ds://lake/in", s(&local), &env, |round| {
+        let (got, _) = local_output(&local);
+        assert_counts_eq(&got, &want, &format!("{} round {round}", s(&local)));
+        std::fs::remove_dir_all(&local).unwrap();
+    });
+}
+
+#[test]
+fn of_two_jobs_racing_to_one_s3_output_exactly_one_commits() {
+    // moto, not s3s-fs: s3s-fs checks If-None-Match and then writes, with the body read in
+    // between, so two conditional puts that meet there can both succeed (seen), where AWS S3
+    // lets exactly one through; moto serving one request at a time is atomic like S3. The
+    // request log and the fixed-order commit are checked on s3s-fs by
+    // `a_job_that_commits_second_to_an_s3_output_loses_cleanly`.
+    let server = MotoServer::start();
+    let store = server.bucket("racing");
+    let tmp = tempfile::tempdir().unwrap();
+    let (want, files, _) = corpus(tmp.path(), "1MiB", 37, |i| format!("big-{i}"), Vec::new());
+    let input = files[0].parent().unwrap();
+    let ds = server.datastores(tmp.path(), "racing");
+    let env = [
+        ("SLUICE_DATASTORES", s(&ds).to_string()),
+        ("RACE_KEY", "moto".to_string()),
+        ("RACE_SECRET", "moto".to_string()),
+    ];
+    race_two_jobs(s(input), "ds://race/out", &env, |round| {
+        // Exactly the winner's parts and its manifest: nothing of the loser's is left.
+        let (got, _) = s3_output(&store, "data/out");
+        assert_counts_eq(&got, &want, &format!("s3 output round {round}"));
+        for key in keys_under(&store, "data/out") {
+            block(store.delete(&ObjectPath::from(format!("data/out/{key}")))).unwrap();
+        }
+    });
 }
 
 #[test]

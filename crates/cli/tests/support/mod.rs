@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod moto;
 pub mod python;
 pub mod s3;
 pub mod script;
