@@ -199,6 +199,84 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
 }
 
 /// A Parquet file of sales rows.
+#[test]
+fn small_json_files_in_hive_directories_get_their_region_and_name_their_own_bad_records() {
+    let faulty = faulty();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let mut totals = BTreeMap::new();
+    let mut planted = Vec::new();
+    let mut files = 0;
+    for region in ["eu", "us", "__HIVE_DEFAULT_PARTITION__"] {
+        let dir = input.join(format!("region={region}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..12 {
+            let path = dir.join(format!("part-{f:02}.jsonl"));
+            let mut text = String::new();
+            for i in 0..(5 + f) {
+                if f == 7 && i == 3 {
+                    planted.push((path.clone(), text.len(), format!("{{bad {region}")));
+                    text.push_str(&format!("{{bad {region}\n"));
+                }
+                let cents = (i * 13 + f * 7) as i64 % 300;
+                // A record's own key wins over its directory's.
+                let own = region == "eu" && f == 5 && i == 0;
+                let region = if own { "own" } else { region };
+                let key = if own {
+                    format!(",\"region\":\"{region}\"")
+                } else {
+                    String::new()
+                };
+                *totals.entry(region.to_string()).or_insert(0) += cents;
+                text.push_str(&format!("{{\"store\":\"s{i}\",\"cents\":{cents}{key}}}\n"));
+            }
+            std::fs::write(&path, text).unwrap();
+            files += 1;
+        }
+    }
+    // Hive's null partition value has no region: those records are bad for this type.
+    let null_records: usize = (0..12).map(|f| 5 + f).sum();
+    totals.remove("__HIVE_DEFAULT_PARTITION__");
+    let cluster = Cluster::start(BIN, 1, 1).expect("cluster starts");
+    let out = tmp.path().join("out");
+    let mut args = vec!["--format", "tsv", "--wait", "--json"];
+    args.extend(["--param", "sluice.bad_records=skip"]);
+    let r = cluster.submit_binary("sales-by-region", &faulty, &input, &out, &args);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert!(
+        st["maps_total"].as_u64().unwrap() < files as u64,
+        "the small files are combined: {st}"
+    );
+    assert_eq!(
+        st["counters"]["skipped_bad_records"].as_u64(),
+        Some((planted.len() + null_records) as u64),
+        "{st}"
+    );
+    assert_eq!(sorted_part_lines(&out), expected_lines(&totals));
+    // Each planted record is named by its own file and its offset in that file, though it
+    // was read from a split of many files.
+    let m = read_manifest(&out);
+    let mut got = Vec::new();
+    for f in m["bad_records"].as_array().unwrap() {
+        let text = std::fs::read_to_string(out.join(f["path"].as_str().unwrap())).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let record = v["record"].as_str().unwrap().to_string();
+            if record.starts_with("{bad") {
+                got.push((
+                    PathBuf::from(v["file"].as_str().unwrap()),
+                    v["offset"].as_u64().unwrap() as usize,
+                    record,
+                ));
+            }
+        }
+    }
+    got.sort();
+    planted.sort();
+    assert_eq!(got, planted);
+}
+
 fn write_parquet(path: &Path, rows: &[(&str, i64)]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("store", DataType::Utf8, false),

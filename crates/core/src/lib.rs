@@ -6,6 +6,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod ids;
+pub mod partition;
 pub mod size;
 pub mod spec;
 pub mod state;

@@ -123,6 +123,9 @@ pub struct SplitText {
     pub lines: u64,
     /// Bytes read from storage (the range plus the look-behind and look-ahead).
     pub bytes_read: u64,
+    /// For combined small files: where each file's text starts in `text`, and its path (so
+    /// that a record is named by its own file and offset); empty for one file.
+    pub files: Vec<(usize, String)>,
 }
 
 /// The whole lines a split owns, borrowed from the caller's buffer.
@@ -136,6 +139,9 @@ pub struct SplitLines<'a> {
     pub lines: u64,
     /// Bytes read from storage (the range plus the look-behind and look-ahead).
     pub bytes_read: u64,
+    /// For combined small files: where each file's text starts in `text`, and its path (so
+    /// that a record is named by its own file and offset); empty for one file.
+    pub files: Vec<(usize, String)>,
 }
 
 /// Where a split's bytes come from: a local file, or ranged GETs from an object store.
@@ -238,6 +244,7 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
             offset: split.end,
             lines: 0,
             bytes_read,
+            files: Vec::new(),
         });
     }
     // Finish the last line: read on until a newline or the end of the file.
@@ -271,6 +278,7 @@ pub fn read_split<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<
         offset,
         lines,
         bytes_read,
+        files: Vec::new(),
     })
 }
 
@@ -332,6 +340,7 @@ fn read_compressed<'a>(
         offset: 0,
         lines,
         bytes_read: split.file_len,
+        files: Vec::new(),
     })
 }
 
@@ -408,11 +417,16 @@ fn read_combined<'a>(split: &Split, buf: &'a mut Vec<u8>) -> Result<SplitLines<'
             offset: (at - start) as u64,
         }
     })?;
+    let files = bounds
+        .into_iter()
+        .map(|(at, path)| (at, path.to_string()))
+        .collect();
     Ok(SplitLines {
         text,
         offset: 0,
         lines,
         bytes_read,
+        files,
     })
 }
 
@@ -425,6 +439,7 @@ pub fn read_split_text(split: &Split) -> Result<SplitText, StorageError> {
         offset: l.offset,
         lines: l.lines,
         bytes_read: l.bytes_read,
+        files: l.files,
     })
 }
 

@@ -74,16 +74,12 @@ impl TaskContext {
         }
     }
 
-    /// Keeps a skipped bad record of this task's split (up to [`MAX_KEPT_BAD_RECORDS`]).
-    pub fn keep_bad_record(&self, offset: u64, error: String, record: &str) {
+    /// Keeps a skipped bad record of `file` (up to [`MAX_KEPT_BAD_RECORDS`]).
+    pub fn keep_bad_record(&self, file: &str, offset: u64, error: String, record: &str) {
         let mut kept = self.bad_records.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() < MAX_KEPT_BAD_RECORDS {
             kept.push(BadRecord {
-                file: self
-                    .split
-                    .as_ref()
-                    .map(|s| s.path.clone())
-                    .unwrap_or_default(),
+                file: file.to_string(),
                 offset,
                 error,
                 record: record.to_string(),

@@ -2,6 +2,7 @@
 
 use arrow_array::RecordBatch;
 use serde::de::DeserializeOwned;
+use sluice_core::partition::{partition_values, PartitionValue};
 use sluice_core::InputFormat;
 
 use crate::{TaskContext, UdfError};
@@ -34,6 +35,9 @@ pub enum MapInput<'a> {
         /// known when `text` starts the file; a record with another number is bad (unless the
         /// job sets [`CSV_FLEXIBLE_PARAM`]).
         columns: Option<usize>,
+        /// Combined small files: where each file starts in `text` and its path (`offset` is
+        /// then 0); empty when `text` is one file's, the split's.
+        files: &'a [(usize, String)],
     },
     /// Arrow record batches (Parquet or Arrow IPC input).
     Batches(&'a [RecordBatch]),
@@ -52,6 +56,7 @@ impl<'a> MapInput<'a> {
                 format,
                 offset,
                 columns: None,
+                files: &[],
             };
         };
         if offset != 0 {
@@ -60,6 +65,7 @@ impl<'a> MapInput<'a> {
                 format,
                 offset,
                 columns: None,
+                files: &[],
             };
         }
         let (end, columns) = first_csv_record(text);
@@ -69,7 +75,81 @@ impl<'a> MapInput<'a> {
             format,
             offset: skip as u64,
             columns,
+            files: &[],
         }
+    }
+
+    /// The same text when it is several small files one after the other: `files` says where
+    /// each starts in the text and its path, so that a record is named by its own file and
+    /// offset and gets its own file's partition columns.
+    pub fn with_files(self, files: &'a [(usize, String)]) -> Self {
+        match self {
+            MapInput::Text {
+                text,
+                format,
+                offset,
+                columns,
+                ..
+            } => MapInput::Text {
+                text,
+                format,
+                offset,
+                columns,
+                files,
+            },
+            batches => batches,
+        }
+    }
+}
+
+/// Where the records of a text input come from: the file and offset of a position in the
+/// text, and that file's Hive partition values.
+struct Origin<'a> {
+    /// Byte offset of the text in its file (one file only).
+    base: u64,
+    /// `(start in text, path)` of each combined file; empty for one file.
+    files: &'a [(usize, String)],
+    /// The one file's path (or the task, outside a split).
+    single: String,
+    /// Partition values of each file (of the one file when `files` is empty).
+    parts: Vec<Vec<PartitionValue>>,
+}
+
+impl<'a> Origin<'a> {
+    fn new(ctx: &TaskContext, base: u64, files: &'a [(usize, String)]) -> Self {
+        let parts = if files.is_empty() {
+            vec![ctx
+                .split()
+                .map(|s| partition_values(&s.path))
+                .unwrap_or_default()]
+        } else {
+            files.iter().map(|(_, p)| partition_values(p)).collect()
+        };
+        Origin {
+            base,
+            files,
+            single: where_(ctx),
+            parts,
+        }
+    }
+
+    /// The file index, path and byte offset of position `pos` of the text.
+    fn at(&self, pos: usize) -> (usize, &str, u64) {
+        if self.files.is_empty() {
+            return (0, &self.single, self.base + pos as u64);
+        }
+        let i = self.files.partition_point(|(at, _)| *at <= pos).max(1) - 1;
+        let (at, path) = &self.files[i];
+        (i, path, pos.saturating_sub(*at) as u64)
+    }
+}
+
+/// A partition value as JSON: a number when it is an integer (as in Parquet input), else a string.
+fn partition_json(p: &PartitionValue) -> serde_json::Value {
+    match (p.as_int(), &p.value) {
+        (Some(i), _) => i.into(),
+        (None, Some(v)) => v.clone().into(),
+        (None, None) => serde_json::Value::Null,
     }
 }
 
@@ -192,27 +272,28 @@ impl<T: DeserializeOwned> Input for T {
         let skip = ctx.param(BAD_RECORDS_PARAM) == Some("skip");
         let mut skipped = 0u64;
         // Skipping counts the record; otherwise the task fails naming it.
-        let mut bad = |offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
-            if skip {
-                skipped += 1;
-                ctx.keep_bad_record(
-                    offset,
-                    format!(
-                        "cannot read the {what} record as {}: {e}",
-                        std::any::type_name::<T>()
-                    ),
-                    raw,
-                );
-                return Ok(());
-            }
-            Err(UdfError::Input(format!(
-                "{}: cannot read the {what} record at byte {offset} as {}: {e}; \
+        let mut bad =
+            |file: &str, offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
+                if skip {
+                    skipped += 1;
+                    ctx.keep_bad_record(
+                        file,
+                        offset,
+                        format!(
+                            "cannot read the {what} record as {}: {e}",
+                            std::any::type_name::<T>()
+                        ),
+                        raw,
+                    );
+                    return Ok(());
+                }
+                Err(UdfError::Input(format!(
+                    "{file}: cannot read the {what} record at byte {offset} as {}: {e}; \
                  check --input-format and the job's input type, or pass \
                  --param {BAD_RECORDS_PARAM}=skip to skip and count such records",
-                where_(ctx),
-                std::any::type_name::<T>()
-            )))
-        };
+                    std::any::type_name::<T>()
+                )))
+            };
         match input {
             MapInput::Text {
                 format: InputFormat::Text,
@@ -228,7 +309,9 @@ impl<T: DeserializeOwned> Input for T {
                 format: InputFormat::Csv { .. },
                 offset,
                 columns,
+                files,
             } => {
+                let origin = Origin::new(ctx, offset, files);
                 // The reader is flexible: a record with a different number of fields is the
                 // record's problem, checked here, not the whole split's.
                 let columns = columns.filter(|_| ctx.param(CSV_FLEXIBLE_PARAM) != Some("true"));
@@ -238,18 +321,20 @@ impl<T: DeserializeOwned> Input for T {
                     .from_reader(text.as_bytes());
                 let mut record = csv::StringRecord::new();
                 loop {
-                    let start = reader.position().byte();
+                    let start = reader.position().byte() as usize;
                     let read = reader.read_record(&mut record);
                     let end = (reader.position().byte() as usize).min(text.len());
                     let raw = text
-                        .get(start as usize..end)
+                        .get(start..end)
                         .unwrap_or_default()
                         .trim_end_matches(['\n', '\r']);
+                    let (file, path, at) = origin.at(start);
                     match read {
                         Ok(false) => return Ok(skipped),
                         Ok(true) => match columns {
                             Some(n) if record.len() != n => bad(
-                                offset + start,
+                                path,
+                                at,
                                 "CSV",
                                 &format!(
                                     "it has {} fields where the file's first record has {n} \
@@ -258,26 +343,53 @@ impl<T: DeserializeOwned> Input for T {
                                 ),
                                 raw,
                             )?,
-                            _ => match record.deserialize::<T>(None) {
-                                Ok(row) => f(&row),
-                                Err(e) => bad(offset + start, "CSV", &e, raw)?,
-                            },
+                            _ => {
+                                // Partition columns follow the file's own, as in Spark.
+                                for p in &origin.parts[file] {
+                                    record.push_field(p.value.as_deref().unwrap_or(""));
+                                }
+                                match record.deserialize::<T>(None) {
+                                    Ok(row) => f(&row),
+                                    Err(e) => bad(path, at, "CSV", &e, raw)?,
+                                }
+                            }
                         },
-                        Err(e) => bad(offset + start, "CSV", &e, raw)?,
+                        Err(e) => bad(path, at, "CSV", &e, raw)?,
                     }
                 }
             }
-            MapInput::Text { text, offset, .. } => {
-                let mut at = offset;
+            MapInput::Text {
+                text,
+                offset,
+                files,
+                ..
+            } => {
+                let origin = Origin::new(ctx, offset, files);
+                let mut pos = 0usize;
                 for line in text.split_inclusive('\n') {
                     let body = line.trim_end_matches(['\n', '\r']);
                     if !body.trim().is_empty() {
-                        match serde_json::from_str::<T>(body) {
+                        let (file, path, at) = origin.at(pos);
+                        let parts = &origin.parts[file];
+                        let row = if parts.is_empty() {
+                            serde_json::from_str::<T>(body)
+                        } else {
+                            // A key the record has itself wins over its directory's.
+                            serde_json::from_str::<serde_json::Value>(body).and_then(|mut v| {
+                                if let serde_json::Value::Object(m) = &mut v {
+                                    for p in parts {
+                                        m.entry(p.key.clone()).or_insert_with(|| partition_json(p));
+                                    }
+                                }
+                                serde_json::from_value::<T>(v)
+                            })
+                        };
+                        match row {
                             Ok(row) => f(&row),
-                            Err(e) => bad(at, "JSON", &e, body)?,
+                            Err(e) => bad(path, at, "JSON", &e, body)?,
                         }
                     }
-                    at += line.len() as u64;
+                    pos += line.len();
                 }
                 Ok(skipped)
             }
@@ -434,6 +546,116 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows[3], ["d", "4", "extra"]);
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq, Clone)]
+    struct DaySale {
+        store: String,
+        amount: f64,
+        day: String,
+        hour: Option<i64>,
+    }
+
+    /// Two small files of a combined split, in Hive partition directories.
+    fn combined(a: &str, b: &str) -> (String, Vec<(usize, String)>) {
+        let files = vec![
+            (0, "s3://b/t/day=mon/hour=7/part-0".to_string()),
+            (
+                a.len(),
+                "s3://b/t/day=tue/hour=__HIVE_DEFAULT_PARTITION__/part-1".to_string(),
+            ),
+        ];
+        (format!("{a}{b}"), files)
+    }
+
+    #[test]
+    fn text_records_get_their_own_files_partition_columns_and_positions() {
+        let ctx = TaskContext::default().with_param(BAD_RECORDS_PARAM, "skip");
+        let mut got = Vec::new();
+        // JSON lines: a key the record has itself wins over its directory's.
+        let (text, files) = combined(
+            "{\"store\":\"a\",\"amount\":1}\n",
+            "{\"store\":\"b\",\"amount\":2}\nnot json\n{\"store\":\"c\",\"amount\":3,\"day\":\"own\"}\n",
+        );
+        let skipped = DaySale::for_each_record(
+            MapInput::text(&text, InputFormat::Jsonl, 0).with_files(&files),
+            &ctx,
+            |r: &DaySale| got.push((r.store.clone(), r.day.clone(), r.hour)),
+        )
+        .unwrap();
+        assert_eq!(skipped, 1);
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "mon".to_string(), Some(7)),
+                ("b".to_string(), "tue".to_string(), None),
+                ("c".to_string(), "own".to_string(), None),
+            ]
+        );
+        let bad = ctx.take_bad_records();
+        assert_eq!(bad.len(), 1);
+        // Named by its own file and its offset in that file, not in the combined text.
+        assert_eq!(bad[0].file, files[1].1);
+        assert_eq!((bad[0].offset, bad[0].record.as_str()), (25, "not json"));
+
+        // CSV: the partition columns follow the file's own fields.
+        let (text, files) = combined("a,1\n", "b,2\nc,x\n");
+        let mut got = Vec::new();
+        DaySale::for_each_record(
+            MapInput::text(&text, InputFormat::Csv { header: false }, 0).with_files(&files),
+            &ctx,
+            |r: &DaySale| got.push((r.store.clone(), r.day.clone(), r.hour)),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "mon".to_string(), Some(7)),
+                ("b".to_string(), "tue".to_string(), None),
+            ]
+        );
+        let bad = ctx.take_bad_records();
+        assert_eq!(
+            (bad[0].file.as_str(), bad[0].offset),
+            (files[1].1.as_str(), 4)
+        );
+
+        // Without skipping, the error names the file and the offset in it.
+        let err = DaySale::for_each_record(
+            MapInput::text(&text, InputFormat::Csv { header: false }, 0).with_files(&files),
+            &TaskContext::default(),
+            |_: &DaySale| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("day=tue/hour=__HIVE_DEFAULT_PARTITION__/part-1: cannot read the CSV record at byte 4"), "{err}");
+    }
+
+    #[test]
+    fn one_files_partition_columns_come_from_the_split() {
+        let ctx = TaskContext::default().with_split(sluice_core::Split {
+            path: "/data/t/day=wed/hour=09/f.csv".into(),
+            start: 100,
+            end: 200,
+            file_len: 200,
+            rest: Vec::new(),
+        });
+        let mut got = Vec::new();
+        DaySale::for_each_record(
+            MapInput::text("d,4\n", InputFormat::Csv { header: true }, 100),
+            &ctx,
+            |r: &DaySale| got.push(r.clone()),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [DaySale {
+                store: "d".into(),
+                amount: 4.0,
+                day: "wed".into(),
+                hour: Some(9)
+            }]
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn run_map(
     // The coordinator names the task and its split in the job's error.
     let (out, lines) = if format.is_line_based() {
         let text = read_split(split, buf)?;
-        let input = MapInput::text(text.text, format, text.offset);
+        let input = MapInput::text(text.text, format, text.offset).with_files(&text.files);
         let out = guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?;
         (out, text.lines)
     } else {

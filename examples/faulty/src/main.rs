@@ -131,6 +131,27 @@ struct StoreTotal {
     cents: i64,
 }
 
+/// A `sales-by-region` input record: the region usually comes from a Hive `region=NAME/`
+/// directory of the input (a partition column), the cents from the record.
+#[derive(Deserialize)]
+struct RegionSale {
+    region: String,
+    cents: i64,
+}
+
+struct ByRegion;
+
+impl Mapper for ByRegion {
+    type In = RegionSale;
+    type Key = String;
+    type Value = i64;
+
+    fn map(&self, sale: &RegionSale, out: &mut Emitter<'_, String, i64>) {
+        out.emit(sale.region.clone(), sale.cents);
+    }
+}
+
+/// Sums cents per key (a store, or a region for `sales-by-region`, still in column `store`).
 struct Total;
 
 impl Reducer for Total {
@@ -167,6 +188,11 @@ fn main() -> ExitCode {
         JobDef::new("sales", ByStore, Total)
             .with_combiner(SumCombiner)
             .input_format(InputFormat::Csv { header: true }),
+    );
+    jobs.register(
+        JobDef::new("sales-by-region", ByRegion, Total)
+            .with_combiner(SumCombiner)
+            .input_format(InputFormat::Jsonl),
     );
     sluice_worker::main(jobs)
 }

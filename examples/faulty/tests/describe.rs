@@ -10,7 +10,16 @@ fn describes_its_jobs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["jobs"],
-        serde_json::json!(["abort", "flaky", "lines", "oom", "panic", "sales", "segv"]),
+        serde_json::json!([
+            "abort",
+            "flaky",
+            "lines",
+            "oom",
+            "panic",
+            "sales",
+            "sales-by-region",
+            "segv"
+        ]),
         "{v}"
     );
 }
