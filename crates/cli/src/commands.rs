@@ -124,6 +124,9 @@ pub async fn run(
     top_n: usize,
     registry: Registry,
 ) -> Result<(), CliError> {
+    if a.job.as_deref() == Some("sort-validate") {
+        return sort_validate(&a);
+    }
     let known = known_jobs(&registry);
     let (_, defaults) = pick_job(&a, &known)?;
     let no_input = a.inputs.is_empty() && defaults.inputs.is_empty();
@@ -159,6 +162,39 @@ pub async fn run(
     let n = executors.unwrap_or_else(cores).max(1);
     let status = embedded::run_embedded(spec.clone(), n, slots, registry).await?;
     finish(&status, &spec, top_n)
+}
+
+/// `sluice run sort-validate --input INPUT --output SORTED`: prints the report as JSON; fails
+/// unless the output is sorted and holds exactly the input's records.
+fn sort_validate(a: &JobArgs) -> Result<(), CliError> {
+    let output = a.output.as_deref().ok_or_else(|| {
+        CliError::Usage(
+            "sort-validate needs --input (what was sorted) and --output (the sort's output)".into(),
+        )
+    })?;
+    if a.inputs.is_empty() {
+        return Err(CliError::Usage(
+            "sort-validate needs --input (what was sorted) and --output (the sort's output)".into(),
+        ));
+    }
+    let report =
+        crate::validate::validate_sort(&a.inputs, output, crate::validate::key_bytes(&a.params)?)?;
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    if report.ok() {
+        return Ok(());
+    }
+    Err(CliError::Refused(format!(
+        "sort-validate: {output} is not a sort of the input: {} records in, {} out; checksums {} and {}{}",
+        report.input_records,
+        report.output_records,
+        report.input_checksum,
+        report.output_checksum,
+        report
+            .first_unsorted
+            .as_deref()
+            .map(|at| format!("; first record out of order at {at}"))
+            .unwrap_or_default()
+    )))
 }
 
 /// Prints the summary (and the top rows) of a finished job; errors if it did not succeed.

@@ -8,6 +8,7 @@ mod error;
 mod gen;
 mod progress;
 mod top;
+mod validate;
 
 use std::process::ExitCode;
 

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_core::config::CoordinatorConfig;
+use sluice_core::range::RANGE_KEY_BYTES_PARAM;
 use sluice_core::{InputFormat, JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
 use sluice_rpc::pb::control_server::{Control, ControlServer};
 use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
 use sluice_storage::{
-    list_inputs, plan_arrow_splits, plan_parquet_splits, plan_splits, whole_file_splits, Filter,
-    Manifest, ManifestFile, OutputCommitter, BAD_RECORDS_DIR, WHERE_PARAM,
+    list_inputs, plan_arrow_splits, plan_parquet_splits, plan_splits, sample_line_keys,
+    whole_file_splits, Filter, Manifest, ManifestFile, OutputCommitter, BAD_RECORDS_DIR,
+    WHERE_PARAM,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -144,13 +146,31 @@ impl Coordinator {
                 InputFormat::Arrow => plan_arrow_splits(&files, s.split_size, filter.as_ref())?,
                 InputFormat::Text | InputFormat::Jsonl => plan_splits(&files, s.split_size, true),
             };
+            // A sorting job's keys are sampled now; the boundaries follow once the number of
+            // reducers is known (when the job starts).
+            let sample = match s.params.get(RANGE_KEY_BYTES_PARAM) {
+                None => None,
+                Some(n) => {
+                    let bad = |reason: String| sluice_storage::StorageError::Param { reason };
+                    let n: usize = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        bad(format!("--param {RANGE_KEY_BYTES_PARAM}={n}: expected a number of bytes above 0"))
+                    })?;
+                    if !s.input_format.is_line_based() {
+                        return Err(bad(format!(
+                            "{RANGE_KEY_BYTES_PARAM} range-partitions lines of text input; this job reads {}",
+                            s.input_format.as_str()
+                        )));
+                    }
+                    Some(sample_line_keys(&splits, n)?)
+                }
+            };
             committer.setup_job(s.overwrite)?;
-            Ok::<_, sluice_storage::StorageError>(splits)
+            Ok::<_, sluice_storage::StorageError>((splits, sample))
         })
         .await
         .map_err(|e| invalid(format!("planning failed: {e}")))
         .and_then(|r| r.map_err(|e| invalid(e.to_string())));
-        let splits = match planned {
+        let (splits, sample) = match planned {
             Ok(s) => s,
             Err(e) => {
                 self.lock().planning_outputs.remove(&key);
@@ -161,8 +181,10 @@ impl Coordinator {
         info!(job_id = %id, job = %spec.job, splits = splits.len(), "job submitted");
         let mut st = self.lock();
         st.planning_outputs.remove(&key);
-        st.jobs
-            .insert(id.clone(), Job::new(id.clone(), spec, splits));
+        st.jobs.insert(
+            id.clone(),
+            Job::new(id.clone(), spec, splits).with_range_sample(sample),
+        );
         st.start_pending();
         drop(st);
         self.inner.tasks_ready.notify_waiters();

@@ -67,6 +67,8 @@ pub(crate) struct Job {
     pub map_outputs: Vec<Option<pb::MapOutputLocation>>,
     pub files: Vec<pb::OutputFile>,
     pub version: watch::Sender<u64>,
+    /// Sorted sampled keys of a range-partitioned job, until its boundaries are set.
+    pub range_sample: Option<Vec<Vec<u8>>>,
 }
 
 impl Job {
@@ -92,7 +94,14 @@ impl Job {
             reduces: Vec::new(),
             files: Vec::new(),
             version: watch::channel(0).0,
+            range_sample: None,
         }
+    }
+
+    /// Sets the sampled keys that the job's range boundaries are cut from.
+    pub fn with_range_sample(mut self, sample: Option<Vec<Vec<u8>>>) -> Self {
+        self.range_sample = sample;
+        self
     }
 
     /// Tells watchers something changed.
@@ -262,6 +271,13 @@ impl State {
                 continue;
             };
             job.reducers = job.spec.reducers.unwrap_or(2 * slots).max(1);
+            if let Some(sample) = job.range_sample.take() {
+                let bounds = sluice_core::range::quantiles(&sample, job.reducers);
+                job.spec.params.insert(
+                    sluice_core::range::RANGE_BOUNDS_PARAM.to_string(),
+                    sluice_core::range::encode_bounds(&bounds),
+                );
+            }
             job.reduces = (0..job.reducers).map(|_| TaskEntry::new()).collect();
             let _ = job.state.transition(JobState::Running);
             let _ = job.map_stage.transition(StageState::Running);

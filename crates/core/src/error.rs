@@ -11,8 +11,11 @@ pub enum CoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// A job parameter Sluice sets or reads that does not hold what it must.
+    #[error("invalid job parameter {0}")]
+    InvalidParam(String),
     /// An output format Sluice cannot write.
-    #[error("unknown output format '{0}' (use parquet, tsv, csv or jsonl)")]
+    #[error("unknown output format '{0}' (use parquet, tsv, csv, jsonl or text)")]
     UnknownFormat(String),
     /// An input format Sluice cannot read.
     #[error("unknown input format '{0}' (use text, csv, csv-noheader, jsonl or parquet)")]

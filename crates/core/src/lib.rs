@@ -7,6 +7,7 @@ pub mod digest;
 pub mod error;
 pub mod ids;
 pub mod partition;
+pub mod range;
 pub mod size;
 pub mod spec;
 pub mod state;

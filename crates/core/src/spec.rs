@@ -22,6 +22,8 @@ pub enum OutputFormat {
     Csv,
     /// JSON lines: one object a line, keyed by column name.
     Jsonl,
+    /// Plain lines: the rows of a single string column, each written as it is.
+    Text,
 }
 
 impl OutputFormat {
@@ -32,21 +34,26 @@ impl OutputFormat {
             OutputFormat::Tsv => "tsv",
             OutputFormat::Csv => "csv",
             OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Text => "text",
         }
     }
 
     /// File extension of output parts.
     pub fn extension(self) -> &'static str {
-        self.as_str()
+        match self {
+            OutputFormat::Text => "txt",
+            other => other.as_str(),
+        }
     }
 
-    /// Parses `parquet`, `tsv`, `csv` or `jsonl` (also `json`); empty means the default.
+    /// Parses `parquet`, `tsv`, `csv`, `jsonl` (also `json`) or `text`; empty means the default.
     pub fn parse(s: &str) -> Result<Self, CoreError> {
         match s {
             "" | "parquet" => Ok(OutputFormat::Parquet),
             "tsv" => Ok(OutputFormat::Tsv),
             "csv" => Ok(OutputFormat::Csv),
             "jsonl" | "json" => Ok(OutputFormat::Jsonl),
+            "text" | "txt" => Ok(OutputFormat::Text),
             other => Err(CoreError::UnknownFormat(other.to_string())),
         }
     }
@@ -180,9 +187,10 @@ mod tests {
             OutputFormat::Tsv,
             OutputFormat::Csv,
             OutputFormat::Jsonl,
+            OutputFormat::Text,
         ] {
             assert_eq!(OutputFormat::parse(f.as_str()).unwrap(), f);
-            assert_eq!(f.extension(), f.as_str());
+            assert_eq!(OutputFormat::parse(f.extension()).unwrap(), f);
         }
         assert_eq!(OutputFormat::parse("").unwrap(), OutputFormat::Parquet);
         assert_eq!(OutputFormat::parse("json").unwrap(), OutputFormat::Jsonl);

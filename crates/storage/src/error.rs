@@ -95,6 +95,12 @@ pub enum StorageError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A job parameter that planning cannot use.
+    #[error("{reason}")]
+    Param {
+        /// What is wrong and what to pass instead.
+        reason: String,
+    },
     /// A job's input filter (`--param sluice.where=...`) that cannot be used.
     #[error("{reason}")]
     Filter {

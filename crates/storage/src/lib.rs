@@ -12,6 +12,7 @@ mod parquet_in;
 mod partition;
 mod partitioned;
 mod read;
+mod sample;
 mod split;
 mod textread;
 
@@ -27,6 +28,7 @@ pub use parquet_in::{plan_parquet_splits, read_parquet_split, Filter, WHERE_PARA
 pub use partition::{partition_values, with_partition_columns, PartitionValue};
 pub use partitioned::{TaskWriter, WrittenFile, PARTITION_BY_PARAM};
 pub use read::read_key_counts;
+pub use sample::sample_line_keys;
 pub use split::{
     plan_splits, read_split, read_split_text, whole_file_splits, Compression, SplitLines, SplitText,
 };

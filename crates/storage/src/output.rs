@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_json::writer::LineDelimited;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -104,6 +104,23 @@ impl OutputWriter {
                 });
             }
         }
+        if format == OutputFormat::Text {
+            let one_string = matches!(schema.fields().as_ref(), [f] if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View));
+            if !one_string {
+                return Err(StorageError::Format {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "--format text writes one string column as lines, but the job's rows are ({}); use --format tsv",
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating output directory", dir))?;
         }
@@ -123,7 +140,10 @@ impl OutputWriter {
                 )?;
                 Inner::Parquet(Box::new(w))
             }
-            OutputFormat::Tsv => Inner::Tsv(BufWriter::with_capacity(BUFFER, file)),
+            // A text row is a TSV row of one column: the value as it is.
+            OutputFormat::Tsv | OutputFormat::Text => {
+                Inner::Tsv(BufWriter::with_capacity(BUFFER, file))
+            }
             // RFC 4180: a header line, fields quoted only when they hold a comma, a quote or
             // a line break, quotes doubled; lines end in `\n` (arrow-csv's default).
             OutputFormat::Csv => Inner::Csv(Box::new(

@@ -40,6 +40,9 @@ pub fn read_key_counts(
                     rows.push((k.to_string(), c));
                 }
             }
+            OutputFormat::Text => {
+                return Err(bad(&path, "text output holds lines, not (key, count) rows"))
+            }
             OutputFormat::Csv => rows.extend(crate::textread::csv_key_counts(&path, &data)?),
             OutputFormat::Jsonl => rows.extend(crate::textread::jsonl_key_counts(&path, &data)?),
             OutputFormat::Parquet => {

@@ -3,12 +3,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use sluice_core::InputFormat;
 
-use crate::job::{job_builder_methods, push_raw, sorted_batches, Rec};
+use sluice_core::range::RANGE_BOUNDS_PARAM;
+
+use crate::job::{hash_partition, job_builder_methods, push_raw, sorted_batches, Rec};
 use crate::{Counters, Job, JobDefaults, MapInput, MapOutput, ReduceCounts, TaskContext, UdfError};
 
 /// Rows handed to a batch reducer at once (whole key groups, so it may be more).
@@ -206,6 +208,38 @@ impl<M: BatchMapper, R: BatchReducer> BatchJob<M, R> {
 
     job_builder_methods!();
 
+    /// The range boundaries the coordinator set ([`RANGE_BOUNDS_PARAM`]), encoded as the keys
+    /// are, so that encoded keys compare with them; `None` for hash partitioning.
+    fn range_bounds(
+        &self,
+        ctx: &TaskContext,
+        idx: &[usize],
+        keys: &RowConverter,
+    ) -> Result<Option<Vec<Vec<u8>>>, UdfError> {
+        let Some(raw) = ctx.param(RANGE_BOUNDS_PARAM) else {
+            return Ok(None);
+        };
+        let bounds = sluice_core::range::decode_bounds(raw)
+            .map_err(|e| UdfError::User(format!("job {}: {e}", self.name)))?;
+        let schema = self.mapper.schema();
+        let col: ArrayRef = match idx {
+            [i] if schema.field(*i).data_type() == &DataType::Binary => {
+                Arc::new(BinaryArray::from_iter_values(bounds.iter()))
+            }
+            [i] if schema.field(*i).data_type() == &DataType::Utf8 => Arc::new(
+                StringArray::from_iter_values(bounds.iter().map(|b| String::from_utf8_lossy(b))),
+            ),
+            _ => {
+                return Err(UdfError::User(format!(
+                    "job {}: range partitioning needs one Binary or Utf8 key column, not {:?}",
+                    self.name, self.keys
+                )))
+            }
+        };
+        let rows = keys.convert_columns(&[col])?;
+        Ok(Some(rows.iter().map(|r| r.as_ref().to_vec()).collect()))
+    }
+
     /// Row converters for the key columns and for whole rows of the mapper's schema.
     fn converters(&self) -> Result<(Vec<usize>, RowConverter, RowConverter), UdfError> {
         let schema = self.mapper.schema();
@@ -290,6 +324,7 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
         let t1 = std::time::Instant::now();
         let schema = self.mapper.schema();
         let (idx, keys, rows) = self.converters()?;
+        let bounds = self.range_bounds(ctx, &idx, &keys)?;
         let n: usize = out.batches.iter().map(|b| b.num_rows()).sum();
         let mut arena = Vec::with_capacity(n * 32);
         let mut recs: Vec<Rec> = Vec::with_capacity(n);
@@ -299,12 +334,17 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             let k = keys.convert_columns(&key_cols)?;
             let v = rows.convert_columns(b.columns())?;
             for i in 0..b.num_rows() {
+                let key = k.row(i);
+                let partition = match &bounds {
+                    Some(b) => sluice_core::range::partition_of(b, key.as_ref()),
+                    None => hash_partition(key.as_ref(), partitions),
+                };
                 push_raw(
                     &mut arena,
                     &mut recs,
-                    k.row(i).as_ref(),
+                    key.as_ref(),
                     v.row(i).as_ref(),
-                    partitions,
+                    partition,
                 )?;
             }
         }

@@ -337,19 +337,24 @@ pub(crate) fn push_raw(
     recs: &mut Vec<Rec>,
     key: &[u8],
     value: &[u8],
-    partitions: u32,
+    partition: u32,
 ) -> Result<(), UdfError> {
     let ks = arena.len();
     arena.extend_from_slice(key);
     let ke = arena.len();
     arena.extend_from_slice(value);
     recs.push(Rec {
-        partition: (xxhash_rust::xxh3::xxh3_64(key) % partitions.max(1) as u64) as u32,
+        partition,
         prefix: prefix(key),
         key: (offset(ks)?, offset(ke)?),
         value_end: offset(arena.len())?,
     });
     Ok(())
+}
+
+/// The default partition of an encoded key: a hash of its bytes.
+pub(crate) fn hash_partition(key: &[u8], partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % partitions.max(1) as u64) as u32
 }
 
 /// Sorts encoded pairs by partition and key, and builds one shuffle batch per partition.

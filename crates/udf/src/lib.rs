@@ -47,6 +47,7 @@ mod input;
 mod job;
 mod registry;
 mod small;
+pub mod sort;
 pub mod text;
 pub mod wordcount;
 

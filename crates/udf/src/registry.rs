@@ -15,7 +15,7 @@ use crate::Job;
 /// jobs.register(JobDef::new("wc", WordCountMapper, WordCountReducer).with_combiner(SumCombiner));
 /// assert_eq!(jobs.names(), ["wc"]);
 /// assert!(jobs.get("wc").is_some());
-/// assert_eq!(Registry::builtin().names(), ["count", "wordcount"]);
+/// assert_eq!(Registry::builtin().names(), ["count", "sort", "wordcount"]);
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -33,6 +33,7 @@ impl Registry {
         let mut r = Self::new();
         r.register(crate::wordcount::job());
         r.register(crate::count::job());
+        r.register(crate::sort::job());
         r
     }
 

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
 use object_store::ObjectStore;
 
 /// moto's WSGI application under werkzeug's server, one request at a time.
@@ -76,34 +75,13 @@ impl MotoServer {
     pub fn bucket(&self, name: &str) -> Arc<dyn ObjectStore> {
         let status = self.request(&format!("PUT /{name} HTTP/1.0")).unwrap();
         assert!(status.contains(" 200"), "creating bucket {name}: {status}");
-        Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(&self.url)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .with_region("us-east-1")
-                .with_bucket_name(name)
-                .with_access_key_id("moto")
-                .with_secret_access_key("moto")
-                .build()
-                .unwrap(),
-        )
+        super::s3::client(&self.url, name, "moto", "moto")
     }
 
-    /// A datastores file naming this server's bucket `bucket` as `race`.
+    /// A datastores file naming this server's bucket `bucket` as `race` (keys in `RACE_KEY`,
+    /// `RACE_SECRET`: any will do).
     pub fn datastores(&self, dir: &std::path::Path, bucket: &str) -> std::path::PathBuf {
-        let p = dir.join("moto-datastores.toml");
-        std::fs::write(
-            &p,
-            format!(
-                "[datastore.race]\nkind = \"s3\"\nroot = \"s3://{bucket}/data\"\n\
-                 endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\n\
-                 access_key_env = \"RACE_KEY\"\nsecret_key_env = \"RACE_SECRET\"\n",
-                self.url
-            ),
-        )
-        .unwrap();
-        p
+        super::s3::datastores_file(&dir.join("moto-datastores.toml"), "race", &self.url, bucket)
     }
 }
 

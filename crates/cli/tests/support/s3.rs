@@ -105,18 +105,7 @@ impl S3Server {
     /// A bucket (s3s-fs keeps one per directory) and a client for it.
     pub fn bucket(&self, name: &str) -> Arc<dyn ObjectStore> {
         std::fs::create_dir_all(self.root.path().join("data").join(name)).unwrap();
-        Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(&self.url)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .with_region("us-east-1")
-                .with_bucket_name(name)
-                .with_access_key_id(KEY)
-                .with_secret_access_key(SECRET)
-                .build()
-                .unwrap(),
-        )
+        client(&self.url, name, KEY, SECRET)
     }
 
     /// The environment that points plain `s3://` URIs of a `sluice` process at this server.
@@ -132,19 +121,40 @@ impl S3Server {
 
     /// A datastores file naming this server's bucket `bucket` as `lake`, keys from env vars.
     pub fn datastores(&self, dir: &Path, bucket: &str) -> PathBuf {
-        let p = dir.join("datastores.toml");
-        std::fs::write(
-            &p,
-            format!(
-                "[datastore.lake]\nkind = \"s3\"\nroot = \"s3://{bucket}/data\"\n\
-                 endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\n\
-                 access_key_env = \"LAKE_KEY\"\nsecret_key_env = \"LAKE_SECRET\"\n",
-                self.url
-            ),
-        )
-        .unwrap();
-        p
+        datastores_file(&dir.join("datastores.toml"), "lake", &self.url, bucket)
     }
+}
+
+/// A path-style S3 client of `bucket` at `url`.
+pub fn client(url: &str, bucket: &str, key: &str, secret: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(url)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Writes a datastores file at `path` naming `s3://bucket/data` at `url` as datastore `name`,
+/// its keys in the variables `NAME_KEY` and `NAME_SECRET` (upper case).
+pub fn datastores_file(path: &Path, name: &str, url: &str, bucket: &str) -> PathBuf {
+    let upper = name.to_uppercase();
+    std::fs::write(
+        path,
+        format!(
+            "[datastore.{name}]\nkind = \"s3\"\nroot = \"s3://{bucket}/data\"\n\
+             endpoint = \"{url}\"\nregion = \"us-east-1\"\npath_style = true\n\
+             access_key_env = \"{upper}_KEY\"\nsecret_key_env = \"{upper}_SECRET\"\n"
+        ),
+    )
+    .unwrap();
+    path.to_path_buf()
 }
 
 impl Drop for S3Server {

@@ -1,0 +1,222 @@
+//! The built-in `sort` job on TeraSort-like records (10 printable key bytes, a record number,
+//! filler, 100 bytes a line, as `../shared/bench/gen` writes them): range-partitioned by
+//! sampled keys, so the part files read in name order are globally sorted; checked here line
+//! by line and by `sluice run sort-validate`, which must also catch a tampered output.
+
+use std::path::{Path, PathBuf};
+
+use sluice_testkit::{path_str as s, read_manifest, sluice, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Writes `n` records over `files` files; with `skew`, that percentage of them share one key.
+fn records(dir: &Path, n: u64, files: u64, seed: u64, skew: u64) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut x = seed;
+    let mut next = move || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut all = Vec::new();
+    for f in 0..files {
+        let mut text = String::new();
+        for i in (f * n / files)..((f + 1) * n / files) {
+            let key: String = if next() % 100 < skew {
+                "HOT~KEY~~~".to_string()
+            } else {
+                (0..10)
+                    .map(|_| (b'!' + (next() % 94) as u8) as char)
+                    .collect()
+            };
+            let fill = (b'A' + (i % 26) as u8) as char;
+            let line = format!("{key} {i:010} {}", fill.to_string().repeat(77));
+            assert_eq!(line.len(), 99);
+            text.push_str(&line);
+            text.push('\n');
+            all.push(line);
+        }
+        std::fs::write(dir.join(format!("part-{f}.txt")), text).unwrap();
+    }
+    all
+}
+
+/// The committed part files, in name order.
+fn parts_in_name_order(out: &Path) -> Vec<PathBuf> {
+    let m = read_manifest(out);
+    let mut parts: Vec<PathBuf> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| out.join(f["path"].as_str().unwrap()))
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// Checks that the parts, read in name order, are the input's lines sorted by key.
+fn assert_globally_sorted(out: &Path, input: &[String]) -> Vec<usize> {
+    let parts = parts_in_name_order(out);
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    for p in &parts {
+        let text = std::fs::read_to_string(p).unwrap();
+        sizes.push(text.lines().count());
+        got.extend(text.lines().map(str::to_string));
+    }
+    for (i, w) in got.windows(2).enumerate() {
+        assert!(
+            w[0][..10] <= w[1][..10],
+            "line {i} and the next are out of order: {w:?}"
+        );
+    }
+    let mut want = input.to_vec();
+    want.sort();
+    let mut sorted_got = got.clone();
+    sorted_got.sort();
+    assert!(
+        sorted_got == want,
+        "the output holds exactly the input's records"
+    );
+    sizes
+}
+
+#[test]
+fn sort_output_is_globally_sorted_and_validates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let lines = records(&input, 40_000, 3, 7, 0);
+    let out = tmp.path().join("sorted");
+    let r = sluice(
+        BIN,
+        &[
+            "run",
+            "sort",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--reducers",
+            "4",
+            "--split-size",
+            "512KiB",
+            "--executors",
+            "2",
+            "--top",
+            "0",
+        ],
+    );
+    r.assert_success();
+    let sizes = assert_globally_sorted(&out, &lines);
+    assert_eq!(sizes.len(), 4);
+    // Sampled boundaries cut the keys into ranges of about equal size.
+    for n in &sizes {
+        assert!(
+            *n > 40_000 / 4 / 2 && *n < 40_000 / 4 * 2,
+            "part sizes {sizes:?}"
+        );
+    }
+    assert!(parts_in_name_order(&out)
+        .iter()
+        .all(|p| p.extension().is_some_and(|e| e == "txt")));
+
+    let v = sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
+    v.assert_success();
+    let report = v.stdout_json();
+    assert_eq!(report["input_records"], 40_000, "{report}");
+    assert_eq!(report["output_records"], 40_000, "{report}");
+    assert_eq!(
+        report["input_checksum"], report["output_checksum"],
+        "{report}"
+    );
+
+    // The validator catches a record out of order and a lost record.
+    let parts = parts_in_name_order(&out);
+    let first = std::fs::read_to_string(&parts[0]).unwrap();
+    let mut l: Vec<&str> = first.lines().collect();
+    l.swap(10, 11);
+    std::fs::write(&parts[0], l.join("\n") + "\n").unwrap();
+    let v = sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
+    assert!(!v.success());
+    let err = v.last_stderr_line();
+    let at = format!("{}:{}", s(&parts[0]), 11 * 100);
+    assert!(err.contains("out of order") && err.contains(&at), "{err}");
+    l.remove(5);
+    l.swap(9, 10);
+    std::fs::write(&parts[0], l.join("\n") + "\n").unwrap();
+    let v = sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
+    assert!(!v.success());
+    let err = v.last_stderr_line();
+    assert!(err.contains("40000 records in, 39999 out"), "{err}");
+}
+
+#[test]
+fn a_key_held_by_half_the_records_sorts_on_a_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let lines = records(&input, 30_000, 2, 11, 50);
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let out = tmp.path().join("sorted");
+    let r = cluster.submit(
+        "sort",
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--reducers",
+            "3",
+            "--split-size",
+            "256KiB",
+            "--wait",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let sizes = assert_globally_sorted(&out, &lines);
+    // The hot key lands whole in one range.
+    assert!(sizes.iter().any(|n| *n >= 15_000), "{sizes:?}");
+    let v = sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
+    v.assert_success();
+}
