@@ -92,6 +92,10 @@ fn job_spec(a: &JobArgs, known: &Known, output: Option<String>) -> Result<JobSpe
         }
         params.insert(sluice_storage::PARTITION_BY_PARAM.to_string(), col.clone());
     }
+    if let Some(m) = &a.task_memory {
+        parse_byte_size(m).map_err(|e| CliError::Usage(format!("--task-memory: {e}")))?;
+        params.insert(sluice_core::TASK_MEMORY_PARAM.to_string(), m.clone());
+    }
     // Refused here rather than by every reduce task after the map stage.
     sluice_storage::OutputOptions::from_params(&params)
         .map_err(|e| CliError::Usage(e.to_string()))?;

@@ -56,6 +56,10 @@ pub struct JobArgs {
     /// Replace an output directory that already holds a committed job.
     #[arg(long)]
     pub overwrite: bool,
+    /// Memory budget of each task, e.g. 64MiB: map tasks past it cut their input into chunks
+    /// and merge sorted runs spilled to disk (default: executor memory / slots).
+    #[arg(long, value_name = "SIZE")]
+    pub task_memory: Option<String>,
     /// Job parameter KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,

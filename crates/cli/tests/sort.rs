@@ -220,3 +220,134 @@ fn a_key_held_by_half_the_records_sorts_on_a_cluster() {
     );
     v.assert_success();
 }
+
+#[test]
+fn a_small_task_memory_spills_and_merges_in_passes_with_the_same_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // 60,000 records, 6 MB in 2 files; half of them share one key.
+    let lines = records(&input, 60_000, 2, 23, 50);
+    let out = tmp.path().join("sorted");
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    // 2 MiB: maps cut their 3 MB splits into 1 MiB chunks and spill a run each; reducers may
+    // hold 2 runs at once, so they merge the maps' runs in passes first.
+    let r = cluster.submit(
+        "sort",
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--reducers",
+            "3",
+            "--split-size",
+            "3MiB",
+            "--task-memory",
+            "2MiB",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert!(
+        st["counters"]["spilled_runs"].as_i64().unwrap_or(0) >= 6,
+        "every map spilled runs: {}",
+        st["counters"]
+    );
+    assert_globally_sorted(&out, &lines);
+    let v = sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ],
+    );
+    v.assert_success();
+    // Nothing of the job's shuffle is left on the executors once it is done (they clean up
+    // when a heartbeat tells them the job ended).
+    let job_id = st["job_id"].as_str().unwrap().to_string();
+    let shuffle_left = || -> Vec<PathBuf> {
+        walk(cluster.dir())
+            .into_iter()
+            .filter(|p| {
+                let n = p.to_string_lossy();
+                n.contains(&job_id)
+                    && [".data", ".index", ".seg", ".run"]
+                        .iter()
+                        .any(|e| n.ends_with(e))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !shuffle_left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        shuffle_left().is_empty(),
+        "shuffle files left: {:?}",
+        shuffle_left()
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn wordcount_within_a_small_task_memory_counts_exactly() {
+    use sluice_testkit::{assert_counts_eq, generate_text, read_tsv_counts, reference_counts};
+    let tmp = tempfile::tempdir().unwrap();
+    let files = generate_text(BIN, tmp.path().join("in"), "8MiB", 2, 5);
+    let want = reference_counts(&files);
+    let out = tmp.path().join("counts");
+    let r = sluice(
+        BIN,
+        &[
+            "run",
+            "wordcount",
+            "--input",
+            s(&tmp.path().join("in")),
+            "--output",
+            s(&out),
+            "--format",
+            "tsv",
+            "--split-size",
+            "4MiB",
+            "--task-memory",
+            "2MiB",
+            "--executors",
+            "2",
+            "--top",
+            "0",
+        ],
+    );
+    r.assert_success();
+    assert!(
+        r.stderr.contains("spilled_runs"),
+        "the maps spilled: {}",
+        r.stderr
+    );
+    assert_counts_eq(
+        &read_tsv_counts(&out),
+        &want,
+        "wordcount with --task-memory 2MiB",
+    );
+}

@@ -137,6 +137,11 @@ pub struct JobSpec {
     pub binary: Option<String>,
 }
 
+/// The job parameter that bounds each task's memory (`--task-memory`), as a byte size: map
+/// tasks past it cut their input into chunks and spill sorted runs; when a job does not set it,
+/// each executor sets its memory divided by its slots.
+pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
+
 /// A byte range `[start, end)` of one input file; it owns every line that starts inside it.
 /// Small files are combined: `rest` holds more whole files read after this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -199,14 +199,16 @@ pub async fn start(
     };
 
     let tasks = {
-        let env = Arc::new(TaskEnv::new(
+        let mut env = TaskEnv::new(
             id.clone(),
             store,
             cfg.work_dir.join("scratch"),
             registry,
             client.clone(),
             workers.clone(),
-        ));
+        );
+        env.task_memory = default_task_memory(cfg.worker_memory_bytes, cfg.slots);
+        let env = Arc::new(env);
         let mut stop_rx = stop_rx.clone();
         let slots = Arc::new(Semaphore::new(cfg.slots as usize));
         tokio::spawn(async move {
@@ -259,4 +261,19 @@ pub async fn start(
         tasks: vec![server, heartbeat, tasks],
         workers,
     })
+}
+
+/// A task's memory budget when its job sets none: the executor's memory (its worker limit, else
+/// a quarter of the machine's, since executors, the page cache and the OS share it) over its
+/// slots.
+fn default_task_memory(worker_memory: Option<u64>, slots: u32) -> u64 {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 4);
+    worker_memory.unwrap_or(machine) / u64::from(slots.max(1))
 }

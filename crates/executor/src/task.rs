@@ -1,15 +1,15 @@
 //! Running one task attempt: map or reduce, with user-code panics caught and reported.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};
+use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind, TASK_MEMORY_PARAM};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
-use sluice_shuffle::{fetch_partition, ShuffleStore};
+use sluice_shuffle::{fetch_partition, SegmentRef, ShuffleStore};
 use sluice_storage::{OutputCommitter, StorageError, WrittenFile, BAD_RECORDS_DIR};
 use sluice_udf::BadRecord;
 use sluice_udf::{Counters, Job, Registry};
@@ -40,6 +40,8 @@ pub(crate) struct TaskEnv {
     /// Split read buffers kept between map tasks: a fresh 64 MiB buffer per task cost more
     /// in page faults and zeroing than the tokenizing did.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Each task's memory budget when its job sets none: the executor's memory over its slots.
+    pub task_memory: u64,
 }
 
 impl TaskEnv {
@@ -60,6 +62,7 @@ impl TaskEnv {
             control,
             shuffle_clients: Mutex::new(HashMap::new()),
             buffers: std::sync::Mutex::new(Vec::new()),
+            task_memory: u64::MAX,
         }
     }
 
@@ -180,7 +183,13 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
         job_id: a.job_id.clone(),
         task,
         attempt: a.attempt,
-        params: spec.params.clone().into_iter().collect(),
+        params: {
+            let mut p: std::collections::BTreeMap<String, String> =
+                spec.params.clone().into_iter().collect();
+            p.entry(TASK_MEMORY_PARAM.to_string())
+                .or_insert_with(|| env.task_memory.to_string());
+            p
+        },
         scratch_dir: env
             .scratch_root
             .join(&a.job_id)
@@ -378,17 +387,18 @@ async fn fetch_one(
     job_id: &str,
     loc: &MapOutputLocation,
     partition: u32,
-) -> Result<Vec<u8>, TaskError> {
+    dir: &Path,
+) -> Result<SegmentRef, TaskError> {
+    // An output on this executor is read where it lies, not copied.
     if loc.executor_id == env.executor_id() {
         let store = env.store.clone();
         let (job_id, m, att) = (job_id.to_string(), loc.map_index, loc.attempt);
-        return tokio::task::spawn_blocking(move || {
-            store.read_partition(&job_id, m, att, partition)
-        })
-        .await
-        .map_err(|e| TaskError::retry(e.to_string()))?
-        .map_err(|e| TaskError::retry(e.to_string()));
+        return tokio::task::spawn_blocking(move || store.segment(&job_id, m, att, partition))
+            .await
+            .map_err(|e| TaskError::retry(e.to_string()))?
+            .map_err(|e| TaskError::retry(e.to_string()));
     }
+    let dest = dir.join(format!("m{:05}-{}.seg", loc.map_index, loc.attempt));
     let mut last = String::new();
     for attempt in 0..FETCH_TRIES {
         if attempt > 0 {
@@ -418,6 +428,7 @@ async fn fetch_one(
             loc.map_index,
             loc.attempt,
             partition,
+            &dest,
         )
         .await
         {
@@ -433,16 +444,25 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     let spec = a.spec.clone().unwrap_or_default();
     let format = OutputFormat::parse(&spec.format).map_err(|e| TaskError::fatal(e.to_string()))?;
     let partition = a.index;
+    // Fetched runs land on local disk; the job's shuffle directory goes when the job ends.
+    let fetch_dir = env
+        .store
+        .root()
+        .join(&a.job_id)
+        .join(format!("fetched-r{:05}-{}", a.index, a.attempt));
+    tokio::fs::create_dir_all(&fetch_dir)
+        .await
+        .map_err(|e| TaskError::retry(format!("creating {}: {e}", fetch_dir.display())))?;
     let fetches = a.map_outputs.iter().cloned().map(|loc| {
-        let (env, job_id) = (env.clone(), a.job_id.clone());
+        let (env, job_id, dir) = (env.clone(), a.job_id.clone(), fetch_dir.clone());
         async move {
             (
                 loc.map_index,
-                fetch_one(&env, &job_id, &loc, partition).await,
+                fetch_one(&env, &job_id, &loc, partition, &dir).await,
             )
         }
     });
-    let fetched: Vec<(u32, Result<Vec<u8>, TaskError>)> = futures::stream::iter(fetches)
+    let fetched: Vec<(u32, Result<SegmentRef, TaskError>)> = futures::stream::iter(fetches)
         .buffer_unordered(FETCH_CONCURRENCY)
         .collect()
         .await;
@@ -494,6 +514,8 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     } else {
         reduce_in_worker(env, a, info, &spec, segments, part, format).await
     };
+    // The fetched runs are read; the map outputs stay for other reducers and retries.
+    let _ = tokio::fs::remove_dir_all(&fetch_dir).await;
     let (rows, bytes, counters, written_files) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -555,35 +577,11 @@ async fn reduce_in_worker(
     a: &TaskAssignment,
     info: &TaskInfo,
     spec: &pb::JobSpec,
-    segments: Vec<Vec<u8>>,
+    segments: Vec<SegmentRef>,
     part: PathBuf,
     format: OutputFormat,
 ) -> Result<(u64, u64, Counters, Vec<WrittenFile>), TaskError> {
-    let dir = env
-        .store
-        .root()
-        .join(&a.job_id)
-        .join(format!("fetched-r{:05}-{}", a.index, a.attempt));
-    let dir2 = dir.clone();
-    let paths = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir2)?;
-        segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let p = dir2.join(format!("{i:05}.seg"));
-                std::fs::write(&p, s).map(|_| p)
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| TaskError::retry(e.to_string()))?
-    .map_err(|e| {
-        TaskError::retry(format!(
-            "staging shuffle segments in {}: {e}",
-            dir.display()
-        ))
-    })?;
+    let paths = segments;
     let req = Request::Reduce {
         job: spec.job.clone(),
         info: info.clone(),
@@ -596,7 +594,6 @@ async fn reduce_in_worker(
         .workers
         .run(&a.job_id, &spec.binary_sha256, req, what)
         .await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
     match res? {
         Response::Reduce {
             rows,

@@ -13,6 +13,7 @@ mod merge;
 #[cfg(feature = "grpc")]
 mod service;
 mod store;
+mod stream;
 
 pub use decode::decode_segment;
 pub use error::ShuffleError;
@@ -22,3 +23,4 @@ pub use merge::KWayMerge;
 #[cfg(feature = "grpc")]
 pub use service::ShuffleService;
 pub use store::{MapOutputInfo, ShuffleStore};
+pub use stream::{merge_runs_to, reduce_fan_in, SegmentRef, StreamMerge, RUN_BATCH_ROWS};

@@ -5,12 +5,162 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::io;
+use crate::stream::{SegmentRef, StreamMerge, RUN_BATCH_ROWS};
 use crate::ShuffleError;
+
+/// The schema of a run: encoded key and value.
+fn run_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+}
+
+/// The rows built so far as one run batch.
+fn run_batch(
+    keys: &mut BinaryBuilder,
+    values: &mut BinaryBuilder,
+) -> Result<RecordBatch, ShuffleError> {
+    Ok(RecordBatch::try_new(
+        run_schema(),
+        vec![Arc::new(keys.finish()), Arc::new(values.finish())],
+    )?)
+}
+
+/// A writer that counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The writer of one partition's stream.
+type PartWriter<'a> = StreamWriter<&'a mut Counting<std::io::BufWriter<File>>>;
+
+/// Writes `BASE.data` (one LZ4 IPC stream per partition, its batches given by `fill`, straight
+/// to the file) and `BASE.index` (`partitions + 1` little-endian offsets), each landing by
+/// rename.
+fn write_runs(
+    base: &Path,
+    partitions: usize,
+    mut fill: impl FnMut(usize, &mut PartWriter<'_>) -> Result<(), ShuffleError>,
+) -> Result<MapOutputInfo, ShuffleError> {
+    let dir = base.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(io("creating directory", &dir))?;
+    let data_path = base.with_extension("data");
+    let index_path = base.with_extension("index");
+    let tmp_data = base.with_extension("data.tmp");
+    let tmp_index = base.with_extension("index.tmp");
+    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    let mut file = Counting {
+        inner: std::io::BufWriter::with_capacity(
+            1 << 20,
+            File::create(&tmp_data).map_err(io("creating", &tmp_data))?,
+        ),
+        pos: 0,
+    };
+    let mut offsets = Vec::with_capacity(partitions + 1);
+    offsets.push(0u64);
+    for p in 0..partitions {
+        let mut w = StreamWriter::try_new_with_options(&mut file, &run_schema(), opts.clone())?;
+        fill(p, &mut w)?;
+        w.finish()?;
+        drop(w);
+        offsets.push(file.pos);
+    }
+    let pos = file.pos;
+    file.flush().map_err(io("writing", &tmp_data))?;
+    drop(file);
+    let idx: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+    std::fs::write(&tmp_index, idx).map_err(io("writing", &tmp_index))?;
+    std::fs::rename(&tmp_data, &data_path).map_err(io("renaming", &tmp_data))?;
+    std::fs::rename(&tmp_index, &index_path).map_err(io("renaming", &tmp_index))?;
+    Ok(MapOutputInfo {
+        data_path,
+        bytes: pos,
+    })
+}
+
+/// Writes partition `p` of `partitions` in slices of at most [`RUN_BATCH_ROWS`] rows.
+fn sliced(
+    partitions: &[RecordBatch],
+) -> impl FnMut(usize, &mut PartWriter<'_>) -> Result<(), ShuffleError> + '_ {
+    move |p, w| {
+        let b = &partitions[p];
+        let mut at = 0;
+        while at < b.num_rows() {
+            let n = RUN_BATCH_ROWS.min(b.num_rows() - at);
+            w.write(&b.slice(at, n))?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// The partitions of the output at `BASE.{data,index}`, from its index.
+fn segments_of(base: &Path) -> Result<Vec<SegmentRef>, ShuffleError> {
+    let index_path = base.with_extension("index");
+    let idx = std::fs::read(&index_path).map_err(io("reading", &index_path))?;
+    let corrupt = |reason: String| ShuffleError::Corrupt {
+        path: index_path.clone(),
+        reason,
+    };
+    if idx.len() % 8 != 0 || idx.len() < 8 {
+        return Err(corrupt(format!(
+            "{} bytes is not a list of 8-byte offsets; the map output is damaged, rerun the job",
+            idx.len()
+        )));
+    }
+    let offsets: Vec<u64> = idx
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    let data_path = base.with_extension("data");
+    let len = std::fs::metadata(&data_path)
+        .map_err(io("reading metadata of", &data_path))?
+        .len();
+    if offsets[0] != 0 || offsets.last().copied() != Some(len) {
+        return Err(corrupt(format!(
+            "offsets run from {} to {:?} but the data file holds {len} bytes; rerun the job",
+            offsets[0],
+            offsets.last()
+        )));
+    }
+    offsets
+        .windows(2)
+        .enumerate()
+        .map(|(p, w)| {
+            if w[1] < w[0] {
+                return Err(corrupt(format!("offsets of partition {p} decrease")));
+            }
+            Ok(SegmentRef {
+                path: data_path.clone(),
+                start: w[0],
+                end: w[1],
+            })
+        })
+        .collect()
+}
 
 /// Where one map output was written.
 #[derive(Debug, Clone)]
@@ -39,9 +189,10 @@ impl ShuffleStore {
             .join(format!("map-{map_index:05}-{attempt}"))
     }
 
-    /// Writes one batch per partition as separate LZ4-compressed IPC streams, then the index
-    /// of `partitions + 1` little-endian offsets; both land by rename, so readers never see
-    /// half a file.
+    /// Writes one batch per partition as separate LZ4-compressed IPC streams (in batches of
+    /// at most [`RUN_BATCH_ROWS`] rows, so that a merge reads them a little at a time), then the
+    /// index of `partitions + 1` little-endian offsets; both land by rename, so readers never
+    /// see half a file.
     pub fn write(
         &self,
         job_id: &str,
@@ -50,45 +201,89 @@ impl ShuffleStore {
         partitions: &[RecordBatch],
     ) -> Result<MapOutputInfo, ShuffleError> {
         let base = self.base(job_id, map_index, attempt);
-        let dir = base.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(io("creating directory", &dir))?;
-        let data_path = base.with_extension("data");
-        let index_path = base.with_extension("index");
-        let tmp_data = base.with_extension("data.tmp");
-        let tmp_index = base.with_extension("index.tmp");
+        write_runs(&base, partitions.len(), sliced(partitions))
+    }
 
-        let opts =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
-        let mut file = std::io::BufWriter::with_capacity(
-            1 << 20,
-            File::create(&tmp_data).map_err(io("creating", &tmp_data))?,
-        );
-        let mut offsets = Vec::with_capacity(partitions.len() + 1);
-        let mut pos = 0u64;
-        offsets.push(0u64);
-        let mut seg = Vec::new();
-        for batch in partitions {
-            seg.clear();
-            {
-                let mut w =
-                    StreamWriter::try_new_with_options(&mut seg, &batch.schema(), opts.clone())?;
-                w.write(batch)?;
-                w.finish()?;
-            }
-            file.write_all(&seg).map_err(io("writing", &tmp_data))?;
-            pos += seg.len() as u64;
-            offsets.push(pos);
+    /// Writes spilled run `n` of a map attempt, in the map output format.
+    pub fn write_spill(
+        &self,
+        job_id: &str,
+        map_index: u32,
+        attempt: u32,
+        n: usize,
+        partitions: &[RecordBatch],
+    ) -> Result<Vec<SegmentRef>, ShuffleError> {
+        let spill = self.spill_base(job_id, map_index, attempt, n);
+        write_runs(&spill, partitions.len(), sliced(partitions))?;
+        segments_of(&spill)
+    }
+
+    /// Removes the spilled runs `0..n` of a map attempt (its output holds them merged).
+    pub fn remove_spills(&self, job_id: &str, map_index: u32, attempt: u32, n: usize) {
+        for i in 0..n {
+            let spill = self.spill_base(job_id, map_index, attempt, i);
+            let _ = std::fs::remove_file(spill.with_extension("data"));
+            let _ = std::fs::remove_file(spill.with_extension("index"));
         }
-        file.flush().map_err(io("writing", &tmp_data))?;
-        drop(file);
-        let idx: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
-        std::fs::write(&tmp_index, idx).map_err(io("writing", &tmp_index))?;
-        std::fs::rename(&tmp_data, &data_path).map_err(io("renaming", &tmp_data))?;
-        std::fs::rename(&tmp_index, &index_path).map_err(io("renaming", &tmp_index))?;
-        Ok(MapOutputInfo {
-            data_path,
-            bytes: pos,
+    }
+
+    fn spill_base(&self, job_id: &str, map_index: u32, attempt: u32, n: usize) -> PathBuf {
+        self.root
+            .join(job_id)
+            .join(format!("map-{map_index:05}-{attempt}-spill-{n}"))
+    }
+
+    /// Writes the map output as the k-way merge of sorted runs: `runs[r][p]` is partition `p`
+    /// of run `r`. Reads each run a batch at a time.
+    pub fn write_merged(
+        &self,
+        job_id: &str,
+        map_index: u32,
+        attempt: u32,
+        runs: &[Vec<SegmentRef>],
+        partitions: usize,
+    ) -> Result<MapOutputInfo, ShuffleError> {
+        let base = self.base(job_id, map_index, attempt);
+        write_runs(&base, partitions, |p, w| {
+            let mine: Vec<SegmentRef> = runs.iter().filter_map(|r| r.get(p).cloned()).collect();
+            let mut m = StreamMerge::open(&mine)?;
+            let mut keys = BinaryBuilder::new();
+            let mut values = BinaryBuilder::new();
+            let mut rows = 0;
+            while let Some((k, v)) = m.current() {
+                keys.append_value(k);
+                values.append_value(v);
+                rows += 1;
+                if rows == RUN_BATCH_ROWS {
+                    w.write(&run_batch(&mut keys, &mut values)?)?;
+                    rows = 0;
+                }
+                m.advance()?;
+            }
+            if rows > 0 {
+                w.write(&run_batch(&mut keys, &mut values)?)?;
+            }
+            Ok(())
         })
+    }
+
+    /// Where partition `partition` of a map output lies in its data file.
+    pub fn segment(
+        &self,
+        job_id: &str,
+        map_index: u32,
+        attempt: u32,
+        partition: u32,
+    ) -> Result<SegmentRef, ShuffleError> {
+        let base = self.base(job_id, map_index, attempt);
+        let segs = segments_of(&base)?;
+        let n = segs.len();
+        segs.into_iter()
+            .nth(partition as usize)
+            .ok_or_else(|| ShuffleError::Corrupt {
+                path: base.with_extension("index"),
+                reason: format!("partition {partition} is out of range ({n} partitions)"),
+            })
     }
 
     /// Reads the encoded bytes of one partition of one map output.
@@ -99,36 +294,11 @@ impl ShuffleStore {
         attempt: u32,
         partition: u32,
     ) -> Result<Vec<u8>, ShuffleError> {
-        let base = self.base(job_id, map_index, attempt);
-        let index_path = base.with_extension("index");
-        let idx = std::fs::read(&index_path).map_err(io("reading", &index_path))?;
-        let p = partition as usize;
-        if idx.len() % 8 != 0 || (p + 2) * 8 > idx.len() {
-            return Err(ShuffleError::Corrupt {
-                path: index_path,
-                reason: format!(
-                    "partition {partition} is out of range ({} partitions)",
-                    (idx.len() / 8).saturating_sub(1)
-                ),
-            });
-        }
-        let off = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&idx[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        let (start, end) = (off(p), off(p + 1));
-        if end < start {
-            return Err(ShuffleError::Corrupt {
-                path: index_path,
-                reason: format!("offsets of partition {partition} decrease"),
-            });
-        }
-        let data_path = base.with_extension("data");
-        let f = File::open(&data_path).map_err(io("opening", &data_path))?;
-        let mut buf = vec![0u8; (end - start) as usize];
-        f.read_exact_at(&mut buf, start)
-            .map_err(io("reading", &data_path))?;
+        let seg = self.segment(job_id, map_index, attempt, partition)?;
+        let f = File::open(&seg.path).map_err(io("opening", &seg.path))?;
+        let mut buf = vec![0u8; seg.len() as usize];
+        f.read_exact_at(&mut buf, seg.start)
+            .map_err(io("reading", &seg.path))?;
         Ok(buf)
     }
 

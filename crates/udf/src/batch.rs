@@ -11,7 +11,10 @@ use sluice_core::InputFormat;
 use sluice_core::range::RANGE_BOUNDS_PARAM;
 
 use crate::job::{hash_partition, job_builder_methods, push_raw, sorted_batches, Rec};
-use crate::{Counters, Job, JobDefaults, MapInput, MapOutput, ReduceCounts, TaskContext, UdfError};
+use crate::{
+    Counters, Job, JobDefaults, MapInput, MapOutput, ReduceCounts, ReduceInput, TaskContext,
+    UdfError,
+};
 
 /// Rows handed to a batch reducer at once (whole key groups, so it may be more).
 const REDUCE_BATCH_ROWS: usize = 64 * 1024;
@@ -358,9 +361,9 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
         })
     }
 
-    fn run_reduce<'a>(
+    fn run_reduce(
         &self,
-        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        input: &mut dyn ReduceInput,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
         ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError> {
@@ -370,23 +373,32 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
         let parser = rows.parser();
         let mut counts = ReduceCounts::default();
         let mut out = BatchEmitter::in_task(ctx);
-        let mut values: Vec<&'a [u8]> = Vec::new();
+        // The encoded rows of whole key groups, copied out of the input (which reads on).
+        let mut values = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
         let mut groups: Vec<Range<usize>> = Vec::new();
-        let mut last_key: Option<&'a [u8]> = None;
-        let mut flush = |values: &mut Vec<&'a [u8]>,
+        let mut last_key: Vec<u8> = Vec::new();
+        let mut flush = |values: &mut Vec<u8>,
+                         ends: &mut Vec<usize>,
                          groups: &mut Vec<Range<usize>>,
                          out: &mut BatchEmitter<'_>,
                          counts: &mut ReduceCounts|
          -> Result<(), UdfError> {
-            if values.is_empty() {
+            if ends.is_empty() {
                 return Ok(());
             }
-            let cols = rows.convert_rows(values.iter().map(|v| parser.parse(v)))?;
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            let cols = rows.convert_rows(
+                starts
+                    .zip(ends.iter())
+                    .map(|(a, b)| parser.parse(&values[a..*b])),
+            )?;
             let batch = RecordBatch::try_new(schema.clone(), cols)?;
             self.reducer.reduce_batch(&batch, groups, out)?;
-            counts.records_in += values.len() as u64;
+            counts.records_in += ends.len() as u64;
             counts.groups += groups.len() as u64;
             values.clear();
+            ends.clear();
             groups.clear();
             for b in out.batches.drain(..) {
                 check_schema(&self.name, "batch reducer", &b.schema(), &out_schema)?;
@@ -395,20 +407,25 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             }
             Ok(())
         };
-        for (k, v) in input {
-            if last_key != Some(k) {
-                if values.len() >= REDUCE_BATCH_ROWS {
-                    flush(&mut values, &mut groups, &mut out, &mut counts)?;
+        let mut first = true;
+        while let Some((k, v)) = input.current() {
+            if first || last_key != k {
+                if ends.len() >= REDUCE_BATCH_ROWS {
+                    flush(&mut values, &mut ends, &mut groups, &mut out, &mut counts)?;
                 }
-                groups.push(values.len()..values.len());
-                last_key = Some(k);
+                groups.push(ends.len()..ends.len());
+                last_key.clear();
+                last_key.extend_from_slice(k);
+                first = false;
             }
-            values.push(v);
+            values.extend_from_slice(v);
+            ends.push(values.len());
             if let Some(g) = groups.last_mut() {
-                g.end = values.len();
+                g.end = ends.len();
             }
+            input.advance()?;
         }
-        flush(&mut values, &mut groups, &mut out, &mut counts)?;
+        flush(&mut values, &mut ends, &mut groups, &mut out, &mut counts)?;
         counts.counters = std::mem::take(&mut out.counters);
         Ok(counts)
     }

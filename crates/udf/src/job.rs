@@ -174,9 +174,9 @@ pub trait Job: Send + Sync {
     ) -> Result<MapOutput, UdfError>;
 
     /// Reduces key-sorted shuffle rows (`(key, value)` encoded), giving output batches to `sink`.
-    fn run_reduce<'a>(
+    fn run_reduce(
         &self,
-        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        input: &mut dyn ReduceInput,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
         ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError>;
@@ -496,9 +496,9 @@ where
         })
     }
 
-    fn run_reduce<'a>(
+    fn run_reduce(
         &self,
-        input: &mut dyn Iterator<Item = (&'a [u8], &'a [u8])>,
+        input: &mut dyn ReduceInput,
         sink: &mut dyn FnMut(RecordBatch) -> Result<(), UdfError>,
         ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError> {
@@ -516,16 +516,19 @@ where
             buf.clear();
             sink(batch)
         };
-        let mut input = input.peekable();
-        while let Some((kb, vb)) = input.next() {
+        let mut kb = Vec::new();
+        while let Some((k, _)) = input.current() {
+            // The key is copied: the rows under it are read (and their batches dropped) as
+            // the reducer iterates.
+            kb.clear();
+            kb.extend_from_slice(k);
             let key: M::Key = match self.order.as_deref() {
-                None => decode(kb)?,
-                Some(o) => o.decode(kb)?,
+                None => decode(&kb)?,
+                Some(o) => o.decode(&kb)?,
             };
             let mut group = GroupValues {
-                first: Some(vb),
-                key: kb,
-                input: &mut input,
+                key: &kb,
+                input: &mut *input,
                 err: None,
                 read: 0,
                 _v: std::marker::PhantomData,
@@ -547,40 +550,69 @@ where
     }
 }
 
-/// The values of one key: the rows that follow while their key bytes stay equal.
-struct GroupValues<'i, 'a, I: Iterator<Item = (&'a [u8], &'a [u8])>, V> {
-    first: Option<&'a [u8]>,
-    key: &'a [u8],
-    input: &'i mut std::iter::Peekable<I>,
+/// The values of one key: the rows at the cursor while their key bytes stay equal.
+struct GroupValues<'i, 'k, V> {
+    key: &'k [u8],
+    input: &'i mut dyn ReduceInput,
     err: Option<UdfError>,
     read: u64,
     _v: std::marker::PhantomData<V>,
 }
 
-impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>, V: DeserializeOwned> Iterator
-    for GroupValues<'_, 'a, I, V>
-{
+impl<V: DeserializeOwned> Iterator for GroupValues<'_, '_, V> {
     type Item = V;
 
     fn next(&mut self) -> Option<V> {
         if self.err.is_some() {
             return None;
         }
-        let bytes = match self.first.take() {
-            Some(b) => b,
-            None => match self.input.peek() {
-                Some((k, _)) if *k == self.key => self.input.next()?.1,
-                _ => return None,
-            },
+        let v = match self.input.current() {
+            Some((k, v)) if k == self.key => decode(v),
+            _ => return None,
         };
         self.read += 1;
-        match decode(bytes) {
+        match v.and_then(|v| self.input.advance().map(|()| v)) {
             Ok(v) => Some(v),
             Err(e) => {
                 self.err = Some(e);
                 None
             }
         }
+    }
+}
+
+/// The input of a reduce task: key-sorted encoded `(key, value)` rows under a cursor, read
+/// from disk a batch at a time by the engine (so a row borrows the input until it advances).
+pub trait ReduceInput {
+    /// The row under the cursor; `None` past the last.
+    fn current(&self) -> Option<(&[u8], &[u8])>;
+    /// Moves to the next row.
+    fn advance(&mut self) -> Result<(), UdfError>;
+}
+
+/// Rows from an iterator over borrowed pairs, as a [`ReduceInput`] (for tests and in-memory
+/// runs).
+pub struct IterInput<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>> {
+    iter: I,
+    cur: Option<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>> IterInput<'a, I> {
+    /// The rows of `iter`, in its order (which must be key order).
+    pub fn new(mut iter: I) -> Self {
+        let cur = iter.next();
+        IterInput { iter, cur }
+    }
+}
+
+impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>> ReduceInput for IterInput<'a, I> {
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.cur
+    }
+
+    fn advance(&mut self) -> Result<(), UdfError> {
+        self.cur = self.iter.next();
+        Ok(())
     }
 }
 
@@ -637,7 +669,7 @@ mod tests {
         let b = &out.partitions[0];
         let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
         let v = b.column(1).as_any().downcast_ref::<BinaryArray>().unwrap();
-        let mut pairs = (0..k.len()).map(|i| (k.value(i), v.value(i)));
+        let mut pairs = crate::IterInput::new((0..k.len()).map(|i| (k.value(i), v.value(i))));
         let mut words = Vec::new();
         job.run_reduce(
             &mut pairs,

@@ -60,7 +60,9 @@ pub use context::{BadRecord, Counters, TaskContext, MAX_KEPT_BAD_RECORDS};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
 pub use input::{Input, MapInput, BAD_RECORDS_PARAM, CSV_FLEXIBLE_PARAM, SKIPPED_RECORDS_COUNTER};
-pub use job::{shuffle_schema, Job, JobDef, JobDefaults, MapOutput, ReduceCounts};
+pub use job::{
+    shuffle_schema, IterInput, Job, JobDef, JobDefaults, MapOutput, ReduceCounts, ReduceInput,
+};
 pub use registry::Registry;
 /// Formats and task identities from the engine's core, so job crates need only this crate.
 pub use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind};

@@ -140,7 +140,8 @@ mod tests {
         let p = &out.partitions[1];
         let keys = p.column(0).as_binary::<i32>();
         let vals = p.column(1).as_binary::<i32>();
-        let mut input = (0..p.num_rows()).map(|i| (keys.value(i), vals.value(i)));
+        let mut input =
+            crate::IterInput::new((0..p.num_rows()).map(|i| (keys.value(i), vals.value(i))));
         let mut lines = Vec::new();
         job()
             .run_reduce(

@@ -91,7 +91,7 @@ mod tests {
             }
         }
         rows.sort();
-        let mut it = rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        let mut it = crate::IterInput::new(rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         let mut got = BTreeMap::new();
         let counts = job
             .run_reduce(

@@ -65,8 +65,8 @@ pub enum Request {
         job: String,
         /// The task (its index is the partition).
         info: TaskInfo,
-        /// Files holding one partition segment of each map output.
-        segments: Vec<PathBuf>,
+        /// Where the partition's sorted run of each map output lies on local disk.
+        segments: Vec<sluice_shuffle::SegmentRef>,
         /// Part file to write (inside the attempt directory).
         output: PathBuf,
         /// Output format.

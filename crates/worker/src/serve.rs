@@ -138,14 +138,13 @@ fn execute(req: Request, registry: &Registry, buf: &mut Vec<u8>) -> Result<Respo
             format,
         } => {
             let job = lookup(&job)?;
-            let data = segments
-                .iter()
-                .map(|p| {
-                    std::fs::read(p)
-                        .map_err(|e| TaskFailure::retry(format!("reading {}: {e}", p.display())))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let done = run_reduce(job.as_ref(), &data, &output, format, &info.context(None))?;
+            let done = run_reduce(
+                job.as_ref(),
+                &segments,
+                &output,
+                format,
+                &info.context(None),
+            )?;
             Ok(Response::Reduce {
                 rows: done.rows,
                 bytes: done.bytes,

@@ -3,13 +3,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use sluice_core::{InputFormat, OutputFormat};
-use sluice_shuffle::{decode_segment, KWayMerge, ShuffleStore};
+use sluice_core::{InputFormat, OutputFormat, Split, TASK_MEMORY_PARAM};
+use sluice_shuffle::{reduce_fan_in, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
-    read_arrow_split, read_parquet_split, read_split, Filter, OutputOptions, StorageError,
-    TaskWriter, WrittenFile, PARTITION_BY_PARAM,
+    read_arrow_split, read_parquet_split, read_split, Compression, Filter, OutputOptions,
+    StorageError, TaskWriter, WrittenFile, PARTITION_BY_PARAM,
 };
-use sluice_udf::{Counters, Job, MapInput, TaskContext, UdfError};
+use sluice_udf::{Counters, Job, MapInput, ReduceInput, TaskContext, UdfError};
 
 /// Why a task attempt failed, and whether another attempt could succeed.
 #[derive(Debug, Clone)]
@@ -113,6 +113,20 @@ pub fn run_map(
     let split = ctx
         .split()
         .ok_or_else(|| TaskFailure::fatal("a map task came without its split"))?;
+    let budget = task_memory(ctx)?;
+    // Text and JSON lines are cut into chunks that fit the task's memory budget; each chunk's
+    // sorted output is spilled as a run and the runs are merged into the map output. (CSV
+    // splits are whole files, since a quoted field may hold a newline; compressed files are
+    // read whole.)
+    let chunks = match budget {
+        Some(b) if matches!(format, InputFormat::Text | InputFormat::Jsonl) => {
+            chunks_of(split, (b / CHUNKS_PER_BUDGET).max(MIN_CHUNK))
+        }
+        _ => Vec::new(),
+    };
+    if chunks.len() > 1 {
+        return run_map_chunked(job, store, ctx, format, reducers, buf, &chunks);
+    }
     // The coordinator names the task and its split in the job's error.
     let (out, lines) = if format.is_line_based() {
         let text = read_split(split, buf)?;
@@ -146,24 +160,149 @@ pub fn run_map(
     })
 }
 
-/// Merges the partition segments, reduces them and writes `output`.
-pub fn run_reduce<S: AsRef<[u8]>>(
+/// The counter of sorted runs map tasks spilled to disk to stay within `--task-memory`.
+pub const SPILLED_RUNS_COUNTER: &str = "spilled_runs";
+
+/// A map chunk is at most this share of the budget: the chunk's text, its records, their
+/// encoded pairs and the sorted run are all held at once.
+const CHUNKS_PER_BUDGET: u64 = 4;
+
+/// What one run being merged holds at once: a decoded batch of [`sluice_shuffle::RUN_BATCH_ROWS`]
+/// rows and the reader's buffers (a generous guess, so the budget is kept).
+const RUN_MEMORY: u64 = 4 << 20;
+
+/// Chunks are never smaller than this (a budget this small is mostly fixed costs).
+const MIN_CHUNK: u64 = 1 << 20;
+
+/// The task's memory budget, if the job sets one.
+fn task_memory(ctx: &TaskContext) -> Result<Option<u64>, TaskFailure> {
+    ctx.param(TASK_MEMORY_PARAM)
+        .map(|v| {
+            sluice_core::parse_byte_size(v)
+                .map_err(|e| TaskFailure::fatal(format!("--task-memory: {e}")))
+        })
+        .transpose()
+}
+
+/// `split` cut into pieces of about `chunk` bytes: large files in byte ranges (each owns the
+/// lines that start in it, as splits do), small combined files grouped up to `chunk`.
+fn chunks_of(split: &Split, chunk: u64) -> Vec<Split> {
+    let mut out: Vec<Split> = Vec::new();
+    let mut group: Option<Split> = None;
+    for piece in std::iter::once(split).chain(split.rest.iter()) {
+        let whole = Split {
+            rest: Vec::new(),
+            ..piece.clone()
+        };
+        if Compression::of(&piece.path).is_some() || piece.end - piece.start <= chunk {
+            match &mut group {
+                Some(g) if g.len() + whole.len() <= chunk => g.rest.push(whole),
+                _ => out.extend(group.replace(whole)),
+            }
+            continue;
+        }
+        let mut at = piece.start;
+        while at < piece.end {
+            let end = (at + chunk).min(piece.end);
+            out.push(Split {
+                start: at,
+                end,
+                ..whole.clone()
+            });
+            at = end;
+        }
+    }
+    out.extend(group);
+    out
+}
+
+/// Maps `chunks` one at a time, spilling each chunk's sorted output as a run, then writes the
+/// map output as the merge of the runs.
+fn run_map_chunked(
     job: &dyn Job,
-    segments: &[S],
+    store: &ShuffleStore,
+    ctx: &TaskContext,
+    format: InputFormat,
+    reducers: u32,
+    buf: &mut Vec<u8>,
+    chunks: &[Split],
+) -> Result<MapDone, TaskFailure> {
+    let task = ctx.task();
+    let mut runs = Vec::with_capacity(chunks.len());
+    let mut counters = Counters::default();
+    let mut lines = 0;
+    for (n, chunk) in chunks.iter().enumerate() {
+        let text = read_split(chunk, buf)?;
+        let input = MapInput::text(text.text, format, text.offset).with_files(&text.files);
+        // The chunk is the split its records come from (bad records name its file); the clone
+        // shares the attempt's kept bad records.
+        let chunk_ctx = ctx.clone().with_split(chunk.clone());
+        let out = guarded("map", || Ok(job.run_map(input, reducers, &chunk_ctx)?))?;
+        lines += text.lines;
+        counters.merge(&out.counters);
+        runs.push(
+            store
+                .write_spill(ctx.job_id(), task.index, ctx.attempt(), n, &out.partitions)
+                .map_err(|e| TaskFailure::retry(e.to_string()))?,
+        );
+    }
+    let info = store
+        .write_merged(
+            ctx.job_id(),
+            task.index,
+            ctx.attempt(),
+            &runs,
+            reducers.max(1) as usize,
+        )
+        .map_err(|e| TaskFailure::retry(e.to_string()))?;
+    store.remove_spills(ctx.job_id(), task.index, ctx.attempt(), runs.len());
+    // Hadoop's "spilled records", per run: shown with the job's counters.
+    counters.add(SPILLED_RUNS_COUNTER, runs.len() as i64);
+    Ok(MapDone {
+        lines,
+        shuffle_bytes: info.bytes,
+        counters,
+        bad_records: ctx.take_bad_records(),
+    })
+}
+
+/// The reducer's input: the k-way merge of the fetched runs, read from disk a batch at a time.
+struct MergedInput(StreamMerge);
+
+impl ReduceInput for MergedInput {
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.0.current()
+    }
+
+    fn advance(&mut self) -> Result<(), UdfError> {
+        self.0.advance().map_err(|e| UdfError::Input(e.to_string()))
+    }
+}
+
+/// Merges the partition segments (one sorted run of each map output, on local disk), reduces
+/// them and writes `output`. Holds one batch of each run at a time, never the partition.
+pub fn run_reduce(
+    job: &dyn Job,
+    segments: &[SegmentRef],
     output: &Path,
     format: OutputFormat,
     ctx: &TaskContext,
 ) -> Result<ReduceDone, TaskFailure> {
-    let mut batches = Vec::new();
-    for s in segments {
-        batches.extend(decode_segment(s.as_ref()).map_err(|e| TaskFailure::retry(e.to_string()))?);
-    }
     let schema = job.output_schema()?;
     let options = OutputOptions::from_params(ctx.params())?;
     let partition_by = ctx.param(PARTITION_BY_PARAM).filter(|c| !c.is_empty());
     let mut writer = TaskWriter::create(output, format, schema, options, partition_by)
         .map_err(|e| TaskFailure::fatal(e.to_string()))?;
-    let mut merged = KWayMerge::new(&batches).map_err(|e| TaskFailure::fatal(e.to_string()))?;
+    // One batch of each run is held at once: more runs than the budget holds are merged in
+    // passes on local disk first.
+    let fan_in = match task_memory(ctx)? {
+        Some(b) => (b / RUN_MEMORY).max(2) as usize,
+        None => usize::MAX,
+    };
+    let runs = reduce_fan_in(segments.to_vec(), fan_in, &ctx.scratch_dir().join("merge"))
+        .map_err(|e| TaskFailure::retry(e.to_string()))?;
+    let mut merged =
+        MergedInput(StreamMerge::open(&runs).map_err(|e| TaskFailure::retry(e.to_string()))?);
     let counts = guarded("reduce", || {
         Ok(job.run_reduce(
             &mut merged,
