@@ -351,3 +351,56 @@ fn wordcount_within_a_small_task_memory_counts_exactly() {
         "wordcount with --task-memory 2MiB",
     );
 }
+
+#[test]
+fn a_full_shuffle_disk_fails_the_job_naming_the_file() {
+    // The embedded executors work under $TMPDIR: a 1 MiB tmpfs there fills up with the shuffle
+    // of 8 MB of records. Mounting needs root, as CI has.
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&small)])
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(
+        mounted,
+        "this test mounts a 1 MiB tmpfs and needs root (as CI runs)"
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let input = tmp.path().join("in");
+    records(&input, 80_000, 2, 3, 0);
+    let out = tmp.path().join("sorted");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "run",
+        "sort",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--split-size",
+        "8MiB",
+        "--executors",
+        "1",
+        "--top",
+        "0",
+    ])
+    .env("TMPDIR", &small);
+    let o = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the job cannot fit: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("No space left on device") && last.contains(s(&small)),
+        "the error names the cause and where: {last}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.join("_SUCCESS").exists());
+}

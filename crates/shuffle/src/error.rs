@@ -36,12 +36,21 @@ pub enum ShuffleError {
         reason: String,
     },
     /// An index file is damaged or a partition is out of range.
-    #[error("shuffle index '{path}': {reason}")]
+    #[error("shuffle file '{path}': {reason}")]
     Corrupt {
-        /// Index path.
+        /// The index or data file.
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The disk under the shuffle directory is full.
+    #[error("no space left on the device of '{dir}' for shuffle data ({source}); free space there or give the executor another --work-dir")]
+    DiskFull {
+        /// The directory being written.
+        dir: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// A run does not have the (Binary key, Binary value) layout.
     #[error("shuffle run has an unexpected schema: {0}")]
@@ -54,4 +63,31 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> ShuffleError {
     let path = path.into();
     move |source| ShuffleError::Io { op, path, source }
+}
+
+/// Names the file of an I/O error that arrow's IPC writer hit while writing `path`, and turns a
+/// full disk into [`ShuffleError::DiskFull`] naming its directory.
+pub(crate) fn writing(path: &std::path::Path) -> impl Fn(ShuffleError) -> ShuffleError + '_ {
+    move |e| {
+        let full = |source: std::io::Error| ShuffleError::DiskFull {
+            dir: path.parent().unwrap_or(path).to_path_buf(),
+            source,
+        };
+        match e {
+            ShuffleError::Arrow(arrow_schema::ArrowError::IoError(_, source)) => {
+                if source.kind() == std::io::ErrorKind::StorageFull {
+                    return full(source);
+                }
+                ShuffleError::Io {
+                    op: "writing",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            ShuffleError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                full(source)
+            }
+            other => other,
+        }
+    }
 }

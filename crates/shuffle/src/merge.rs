@@ -131,4 +131,39 @@ mod tests {
         store.remove_job("j").unwrap();
         assert!(store.read_partition("j", 0, 1, 0).is_err());
     }
+
+    #[test]
+    fn a_damaged_index_is_a_clear_error_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        store
+            .write("j", 0, 1, &[run(&["a", "b"]), run(&["c"])])
+            .unwrap();
+        let index = d.path().join("j").join("map-00000-1.index");
+        let good = std::fs::read(&index).unwrap();
+        let offsets: Vec<u64> = good
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let enc = |o: &[u64]| o.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let data_len = offsets[2];
+        for (what, bytes) in [
+            (
+                "not a list of 8-byte offsets",
+                good[..good.len() - 3].to_vec(),
+            ),
+            ("data file holds", enc(&[0, offsets[1], data_len + 100])),
+            ("decrease", enc(&[0, data_len, offsets[1], data_len])),
+            ("not a list of 8-byte offsets", Vec::new()),
+        ] {
+            std::fs::write(&index, &bytes).unwrap();
+            let e = store.segment("j", 0, 1, 0).unwrap_err().to_string();
+            assert!(
+                e.contains(what) && e.contains(&index.display().to_string()),
+                "{what}: {e}"
+            );
+        }
+        std::fs::write(&index, &good).unwrap();
+        assert_eq!(store.segment("j", 0, 1, 1).unwrap().end, data_len);
+    }
 }

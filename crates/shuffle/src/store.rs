@@ -60,7 +60,7 @@ type PartWriter<'a> = StreamWriter<&'a mut Counting<std::io::BufWriter<File>>>;
 /// Writes `BASE.data` (one LZ4 IPC stream per partition, its batches given by `fill`, straight
 /// to the file) and `BASE.index` (`partitions + 1` little-endian offsets), each landing by
 /// rename.
-fn write_runs(
+fn write_runs_inner(
     base: &Path,
     partitions: usize,
     mut fill: impl FnMut(usize, &mut PartWriter<'_>) -> Result<(), ShuffleError>,
@@ -99,6 +99,16 @@ fn write_runs(
         data_path,
         bytes: pos,
     })
+}
+
+/// [`write_runs_inner`], its I/O errors naming the file (and a full disk its directory).
+fn write_runs(
+    base: &Path,
+    partitions: usize,
+    fill: impl FnMut(usize, &mut PartWriter<'_>) -> Result<(), ShuffleError>,
+) -> Result<MapOutputInfo, ShuffleError> {
+    let tmp = base.with_extension("data.tmp");
+    write_runs_inner(base, partitions, fill).map_err(crate::error::writing(&tmp))
 }
 
 /// Writes partition `p` of `partitions` in slices of at most [`RUN_BATCH_ROWS`] rows.

@@ -228,6 +228,10 @@ impl StreamMerge {
 /// [`RUN_BATCH_ROWS`]): a pass of a multi-pass merge, when more runs arrive than fit in memory
 /// at once.
 pub fn merge_runs_to(runs: &[SegmentRef], dest: &Path) -> Result<SegmentRef, ShuffleError> {
+    merge_runs_to_inner(runs, dest).map_err(crate::error::writing(dest))
+}
+
+fn merge_runs_to_inner(runs: &[SegmentRef], dest: &Path) -> Result<SegmentRef, ShuffleError> {
     use arrow_array::builder::BinaryBuilder;
     use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
     let schema = Arc::new(Schema::new(vec![
