@@ -22,5 +22,5 @@ pub use fetch::fetch_partition;
 pub use merge::KWayMerge;
 #[cfg(feature = "grpc")]
 pub use service::ShuffleService;
-pub use store::{MapOutputInfo, ShuffleStore};
+pub use store::{Combine, MapOutputInfo, ShuffleStore};
 pub use stream::{merge_runs_to, reduce_fan_in, SegmentRef, StreamMerge, RUN_BATCH_ROWS};

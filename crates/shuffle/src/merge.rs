@@ -133,6 +133,61 @@ mod tests {
     }
 
     #[test]
+    fn spilled_runs_merge_into_the_map_output_combined_or_not() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        let a = store
+            .write_spill("j", 0, 1, 0, &[run(&["a", "b"]), run(&["x"])])
+            .unwrap();
+        let b = store
+            .write_spill("j", 0, 1, 1, &[run(&["b", "c"]), run(&[])])
+            .unwrap();
+        let c = store
+            .write_spill("j", 0, 1, 2, &[run(&["b"]), run(&["x", "y"])])
+            .unwrap();
+        let runs = [a, b, c];
+        let rows = |store: &ShuffleStore, p| {
+            let batches = decode_segment(&store.read_partition("j", 0, 1, p).unwrap()).unwrap();
+            KWayMerge::new(&batches)
+                .unwrap()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        store.write_merged("j", 0, 1, &runs, 2, None).unwrap();
+        let keys: Vec<String> = rows(&store, 0).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "b", "b", "c"]);
+        // A combiner that concatenates shows which values were folded together.
+        let concat = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<(), String> {
+            vals.iter().for_each(|v| out.extend_from_slice(v));
+            Ok(())
+        };
+        store
+            .write_merged("j", 0, 1, &runs, 2, Some(&concat))
+            .unwrap();
+        assert_eq!(
+            rows(&store, 0),
+            [
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"111".to_vec()),
+                ("c".to_string(), b"1".to_vec())
+            ]
+        );
+        assert_eq!(
+            rows(&store, 1),
+            [
+                ("x".to_string(), b"11".to_vec()),
+                ("y".to_string(), b"1".to_vec())
+            ]
+        );
+        store.remove_spills("j", 0, 1, 3);
+        let left: Vec<_> = std::fs::read_dir(d.path().join("j"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.contains("spill")), "{left:?}");
+    }
+
+    #[test]
     fn a_damaged_index_is_a_clear_error_naming_it() {
         let d = tempfile::tempdir().unwrap();
         let store = ShuffleStore::new(d.path());

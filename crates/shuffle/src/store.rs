@@ -17,6 +17,41 @@ use crate::error::io;
 use crate::stream::{SegmentRef, StreamMerge, RUN_BATCH_ROWS};
 use crate::ShuffleError;
 
+/// Folds the encoded values of one key into one encoded value (the job's combiner).
+pub type Combine<'a> = dyn Fn(&[&[u8]], &mut Vec<u8>) -> Result<(), String> + 'a;
+
+/// Rows of a run being written, flushed every [`RUN_BATCH_ROWS`].
+#[derive(Default)]
+struct RunBuilder {
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    rows: usize,
+}
+
+impl RunBuilder {
+    fn push(&mut self, k: &[u8], v: &[u8], w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
+        self.keys.append_value(k);
+        self.values.append_value(v);
+        self.rows += 1;
+        if self.rows == RUN_BATCH_ROWS {
+            self.flush(w)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
+        if self.rows > 0 {
+            w.write(&run_batch(&mut self.keys, &mut self.values)?)?;
+            self.rows = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
+        self.flush(w)
+    }
+}
+
 /// The schema of a run: encoded key and value.
 fn run_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -244,7 +279,8 @@ impl ShuffleStore {
     }
 
     /// Writes the map output as the k-way merge of sorted runs: `runs[r][p]` is partition `p`
-    /// of run `r`. Reads each run a batch at a time.
+    /// of run `r`. Reads each run a batch at a time; with `combine`, the values of a key that
+    /// several runs hold are folded into one (the job's combiner).
     pub fn write_merged(
         &self,
         job_id: &str,
@@ -252,28 +288,52 @@ impl ShuffleStore {
         attempt: u32,
         runs: &[Vec<SegmentRef>],
         partitions: usize,
+        combine: Option<&Combine<'_>>,
     ) -> Result<MapOutputInfo, ShuffleError> {
         let base = self.base(job_id, map_index, attempt);
         write_runs(&base, partitions, |p, w| {
             let mine: Vec<SegmentRef> = runs.iter().filter_map(|r| r.get(p).cloned()).collect();
             let mut m = StreamMerge::open(&mine)?;
-            let mut keys = BinaryBuilder::new();
-            let mut values = BinaryBuilder::new();
-            let mut rows = 0;
-            while let Some((k, v)) = m.current() {
-                keys.append_value(k);
-                values.append_value(v);
-                rows += 1;
-                if rows == RUN_BATCH_ROWS {
-                    w.write(&run_batch(&mut keys, &mut values)?)?;
-                    rows = 0;
+            let mut out = RunBuilder::default();
+            // The key being gathered and its values (flat, with their ends).
+            let (mut key, mut vals, mut ends) = (Vec::new(), Vec::new(), Vec::<usize>::new());
+            let mut folded = Vec::new();
+            loop {
+                let row = m.current();
+                let same = matches!(row, Some((k, _)) if !ends.is_empty() && k == key.as_slice());
+                if !same && !ends.is_empty() {
+                    // The gathered key is complete.
+                    let value: &[u8] = match combine {
+                        Some(f) if ends.len() > 1 => {
+                            let starts = std::iter::once(0).chain(ends.iter().copied());
+                            let parts: Vec<&[u8]> =
+                                starts.zip(ends.iter()).map(|(a, b)| &vals[a..*b]).collect();
+                            folded.clear();
+                            f(&parts, &mut folded).map_err(ShuffleError::Schema)?;
+                            &folded
+                        }
+                        _ => &vals[..ends[0]],
+                    };
+                    out.push(&key, value, w)?;
+                    // Without a combiner every value is its own row.
+                    if combine.is_none() {
+                        for (a, b) in ends.iter().zip(ends.iter().skip(1)) {
+                            out.push(&key, &vals[*a..*b], w)?;
+                        }
+                    }
+                    vals.clear();
+                    ends.clear();
                 }
+                let Some((k, v)) = row else { break };
+                if ends.is_empty() {
+                    key.clear();
+                    key.extend_from_slice(k);
+                }
+                vals.extend_from_slice(v);
+                ends.push(vals.len());
                 m.advance()?;
             }
-            if rows > 0 {
-                w.write(&run_batch(&mut keys, &mut values)?)?;
-            }
-            Ok(())
+            out.finish(w)
         })
     }
 

@@ -181,6 +181,16 @@ pub trait Job: Send + Sync {
         ctx: &TaskContext,
     ) -> Result<ReduceCounts, UdfError>;
 
+    /// Folds the encoded values of one key with the job's combiner into `out` (encoded), for
+    /// the map-side merge of spilled runs; false when the job has no combiner.
+    fn combine_encoded(
+        &self,
+        _values: &mut dyn Iterator<Item = &[u8]>,
+        _out: &mut Vec<u8>,
+    ) -> Result<bool, UdfError> {
+        Ok(false)
+    }
+
     /// Maps `text` (a whole file, in the job's input format) outside any task: for tests.
     fn map_text(&self, text: &str, partitions: u32) -> Result<MapOutput, UdfError> {
         let format = self.defaults().input_format.unwrap_or_default();
@@ -433,6 +443,28 @@ where
 
     fn input_columns(&self) -> Option<Vec<String>> {
         <M::In as crate::Input>::columns()
+    }
+
+    fn combine_encoded(
+        &self,
+        values: &mut dyn Iterator<Item = &[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, UdfError> {
+        let Some(c) = self.combiner.as_deref() else {
+            return Ok(false);
+        };
+        let mut acc: Option<M::Value> = None;
+        for v in values {
+            let v: M::Value = decode(v)?;
+            match &mut acc {
+                Some(a) => c.combine(a, v),
+                None => acc = Some(v),
+            }
+        }
+        if let Some(a) = acc {
+            encode_sortable(&a, out)?;
+        }
+        Ok(true)
     }
 
     fn output_schema(&self) -> Result<SchemaRef, UdfError> {

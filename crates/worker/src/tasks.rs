@@ -4,7 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use sluice_core::{InputFormat, OutputFormat, Split, TASK_MEMORY_PARAM};
-use sluice_shuffle::{reduce_fan_in, SegmentRef, ShuffleStore, StreamMerge};
+use sluice_shuffle::{reduce_fan_in, Combine, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
     read_arrow_split, read_parquet_split, read_split, Compression, Filter, OutputOptions,
     StorageError, TaskWriter, WrittenFile, PARTITION_BY_PARAM,
@@ -246,6 +246,16 @@ fn run_map_chunked(
                 .map_err(|e| TaskFailure::retry(e.to_string()))?,
         );
     }
+    // The job's combiner folds the values a key has in several runs (Hadoop's combine on merge).
+    let combine = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<(), String> {
+        job.combine_encoded(&mut vals.iter().copied(), out)
+            .map(|_| ())
+            .map_err(|e| format!("combining map output values: {e}"))
+    };
+    let mut probe = Vec::new();
+    let has_combiner = job
+        .combine_encoded(&mut std::iter::empty(), &mut probe)
+        .unwrap_or(false);
     let info = store
         .write_merged(
             ctx.job_id(),
@@ -253,6 +263,7 @@ fn run_map_chunked(
             ctx.attempt(),
             &runs,
             reducers.max(1) as usize,
+            has_combiner.then_some(&combine as &Combine<'_>),
         )
         .map_err(|e| TaskFailure::retry(e.to_string()))?;
     store.remove_spills(ctx.job_id(), task.index, ctx.attempt(), runs.len());
