@@ -11,6 +11,7 @@
 # Usage: benches/sort.sh
 #   env: BENCH_DATA (/tmp/bench-data), SLUICE (a built sluice; default: cargo build --release),
 #        RUNS (3), TASK_MEMORY (64MiB), REDUCERS (8), SPARK_PY, SKIP_PEERS=1 (Sluice only)
+#   SKEW=1: every other record's key replaced by one key (50% of the records on one key).
 #   SIZE_GB=10 EXEC_MEM=1G: the 10 GB variant (generated under $BENCH_DATA, removed after), each
 #        executor in a cgroup-v1 memory group limited to EXEC_MEM (needs root and cgroup v1).
 set -euo pipefail
@@ -29,6 +30,12 @@ if [ ! -d "$W/gen" ]; then cp -a "$SHARED/gen" "$W/"; chmod -R u+w "$W/gen"; fi
 (cd "$W/gen" && cargo build --release --quiet)
 IN=$D/sort${SIZE_GB}g.txt
 [ -f "$IN" ] || "$W/gen/target/release/gen_sort" "$IN" $((SIZE_GB * 10000000)) 1
+if [ -n "${SKEW:-}" ]; then
+  # Every other record gets one key: half the input on one key, in one reduce range.
+  SKEWED=$D/sort${SIZE_GB}g-skew.txt
+  [ -f "$SKEWED" ] || LC_ALL=C awk 'NR % 2 == 0 { $0 = "HOT~KEY~~~" substr($0, 11) } 1' "$IN" >"$SKEWED"
+  IN=$SKEWED
+fi
 BYTES=$(stat -c %s "$IN")
 
 if [ -z "${SLUICE:-}" ]; then

@@ -111,6 +111,13 @@ pub trait BatchReducer: Send + Sync + 'static {
         groups: &[Range<usize>],
         out: &mut BatchEmitter<'_>,
     ) -> Result<(), UdfError>;
+
+    /// True when the reducer handles rows one by one, so that one key's rows may reach it over
+    /// several batches: then no key, however many rows it has, is held whole. By default a
+    /// batch holds whole key groups (a reducer that aggregates needs them).
+    fn splits_groups(&self) -> bool {
+        false
+    }
 }
 
 /// Collects the batches a batch mapper or reducer emits, with its task context and counters.
@@ -408,7 +415,13 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             Ok(())
         };
         let mut first = true;
+        let split = self.reducer.splits_groups();
         while let Some((k, v)) = input.current() {
+            // A reducer that takes rows one by one gets a hot key's rows a batch at a time.
+            if split && ends.len() >= REDUCE_BATCH_ROWS {
+                flush(&mut values, &mut ends, &mut groups, &mut out, &mut counts)?;
+                first = true;
+            }
             if first || last_key != k {
                 if ends.len() >= REDUCE_BATCH_ROWS {
                     flush(&mut values, &mut ends, &mut groups, &mut out, &mut counts)?;
