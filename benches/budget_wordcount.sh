@@ -6,20 +6,10 @@
 # script fails if they differ. Usage: benches/budget_wordcount.sh
 #   env: BENCH_DATA (/tmp/bench-data), SLUICE (a built sluice), RUNS (3), BUDGET (32MiB)
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED:-$REPO/../shared/bench}
-D=${BENCH_DATA:-/tmp/bench-data}
-W=${BENCH_WORK:-/tmp/sluice-bench}
 RUNS=${RUNS:-3}
 BUDGET=${BUDGET:-32MiB}
-mkdir -p "$D/out" "$W"
-if [ ! -d "$W/gen" ]; then cp -a "$SHARED/gen" "$W/"; chmod -R u+w "$W/gen"; fi
-(cd "$W/gen" && cargo build --release --quiet)
+source "$(dirname "$0")/common.sh"
 [ -d "$D/text1g" ] || "$W/gen/target/release/gen_text" "$D/text1g" 1024 8 43
-if [ -z "${SLUICE:-}" ]; then
-  (cd "$REPO" && cargo build --release --quiet --bin sluice)
-  SLUICE=${CARGO_TARGET_DIR:-$REPO/target}/release/sluice
-fi
 counts() { cat "$1"/part-* | LC_ALL=C sort | md5sum | cut -d' ' -f1; }
 for r in $(seq 1 "$RUNS"); do
   for mode in unbounded budget; do

@@ -15,19 +15,12 @@
 #   SIZE_GB=10 EXEC_MEM=1G: the 10 GB variant (generated under $BENCH_DATA, removed after), each
 #        executor in a cgroup-v1 memory group limited to EXEC_MEM (needs root and cgroup v1).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED:-$REPO/../shared/bench}
-D=${BENCH_DATA:-/tmp/bench-data}
-W=${BENCH_WORK:-/tmp/sluice-bench}
 RUNS=${RUNS:-3}
 TASK_MEMORY=${TASK_MEMORY:-64MiB}
 REDUCERS=${REDUCERS:-8}
 SIZE_GB=${SIZE_GB:-1}
 SPARK_PY=${SPARK_PY:-$HOME/.cache/spark-venv/bin/python}
-mkdir -p "$D/out" "$W"
-
-if [ ! -d "$W/gen" ]; then cp -a "$SHARED/gen" "$W/"; chmod -R u+w "$W/gen"; fi
-(cd "$W/gen" && cargo build --release --quiet)
+source "$(dirname "$0")/common.sh"
 IN=$D/sort${SIZE_GB}g.txt
 [ -f "$IN" ] || "$W/gen/target/release/gen_sort" "$IN" $((SIZE_GB * 10000000)) 1
 if [ -n "${SKEW:-}" ]; then
@@ -38,10 +31,6 @@ if [ -n "${SKEW:-}" ]; then
 fi
 BYTES=$(stat -c %s "$IN")
 
-if [ -z "${SLUICE:-}" ]; then
-  (cd "$REPO" && cargo build --release --quiet --bin sluice)
-  SLUICE=${CARGO_TARGET_DIR:-$REPO/target}/release/sluice
-fi
 S=$SLUICE
 rss() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$1"; }
 port=7461

@@ -43,6 +43,21 @@ fn records(dir: &Path, n: u64, files: u64, seed: u64, skew: u64) -> Vec<String> 
     all
 }
 
+/// `sluice run sort-validate` of the sort of `input` into `out`.
+fn validate(input: &Path, out: &Path) -> sluice_testkit::CmdOutput {
+    sluice(
+        BIN,
+        &[
+            "run",
+            "sort-validate",
+            "--input",
+            s(input),
+            "--output",
+            s(out),
+        ],
+    )
+}
+
 /// The committed part files, in name order.
 fn parts_in_name_order(out: &Path) -> Vec<PathBuf> {
     let m = read_manifest(out);
@@ -122,17 +137,7 @@ fn sort_output_is_globally_sorted_and_validates() {
         .iter()
         .all(|p| p.extension().is_some_and(|e| e == "txt")));
 
-    let v = sluice(
-        BIN,
-        &[
-            "run",
-            "sort-validate",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let v = validate(&input, &out);
     v.assert_success();
     let report = v.stdout_json();
     assert_eq!(report["input_records"], 40_000, "{report}");
@@ -148,17 +153,7 @@ fn sort_output_is_globally_sorted_and_validates() {
     let mut l: Vec<&str> = first.lines().collect();
     l.swap(10, 11);
     std::fs::write(&parts[0], l.join("\n") + "\n").unwrap();
-    let v = sluice(
-        BIN,
-        &[
-            "run",
-            "sort-validate",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let v = validate(&input, &out);
     assert!(!v.success());
     let err = v.last_stderr_line();
     let at = format!("{}:{}", s(&parts[0]), 11 * 100);
@@ -166,17 +161,7 @@ fn sort_output_is_globally_sorted_and_validates() {
     l.remove(5);
     l.swap(9, 10);
     std::fs::write(&parts[0], l.join("\n") + "\n").unwrap();
-    let v = sluice(
-        BIN,
-        &[
-            "run",
-            "sort-validate",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let v = validate(&input, &out);
     assert!(!v.success());
     let err = v.last_stderr_line();
     assert!(err.contains("40000 records in, 39999 out"), "{err}");
@@ -207,17 +192,7 @@ fn a_key_held_by_half_the_records_sorts_on_a_cluster() {
     let sizes = assert_globally_sorted(&out, &lines);
     // The hot key lands whole in one range.
     assert!(sizes.iter().any(|n| *n >= 15_000), "{sizes:?}");
-    let v = sluice(
-        BIN,
-        &[
-            "run",
-            "sort-validate",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let v = validate(&input, &out);
     v.assert_success();
 }
 
@@ -256,17 +231,7 @@ fn a_small_task_memory_spills_and_merges_in_passes_with_the_same_output() {
         st["counters"]
     );
     assert_globally_sorted(&out, &lines);
-    let v = sluice(
-        BIN,
-        &[
-            "run",
-            "sort-validate",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-        ],
-    );
+    let v = validate(&input, &out);
     v.assert_success();
     // Nothing of the job's shuffle is left on the executors once it is done (they clean up
     // when a heartbeat tells them the job ended).
