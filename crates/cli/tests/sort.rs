@@ -230,6 +230,10 @@ fn a_small_task_memory_spills_and_merges_in_passes_with_the_same_output() {
         "every map spilled runs: {}",
         st["counters"]
     );
+    // Disk: the spilled runs, and the map outputs kept until the job ends.
+    let spilled = st["counters"]["spilled_bytes"].as_i64().unwrap_or(0);
+    let shuffle = st["stats"]["shuffle_bytes"].as_i64().unwrap_or(0);
+    assert!(spilled > 0 && shuffle > 0, "{st}");
     assert_globally_sorted(&out, &lines);
     let v = validate(&input, &out);
     v.assert_success();

@@ -163,6 +163,9 @@ pub fn run_map(
 /// The counter of sorted runs map tasks spilled to disk to stay within `--task-memory`.
 pub const SPILLED_RUNS_COUNTER: &str = "spilled_runs";
 
+/// The counter of bytes map tasks spilled to local disk (deleted once merged).
+pub const SPILLED_BYTES_COUNTER: &str = "spilled_bytes";
+
 /// A map chunk is at most this share of the budget: the chunk's text, its records, their
 /// encoded pairs and the sorted run are all held at once.
 const CHUNKS_PER_BUDGET: u64 = 4;
@@ -267,8 +270,11 @@ fn run_map_chunked(
         )
         .map_err(|e| TaskFailure::retry(e.to_string()))?;
     store.remove_spills(ctx.job_id(), task.index, ctx.attempt(), runs.len());
-    // Hadoop's "spilled records", per run: shown with the job's counters.
+    // Hadoop's "spilled records", per run and in bytes of local disk: shown with the job's
+    // counters.
+    let spilled: u64 = runs.iter().flatten().map(SegmentRef::len).sum();
     counters.add(SPILLED_RUNS_COUNTER, runs.len() as i64);
+    counters.add(SPILLED_BYTES_COUNTER, spilled as i64);
     Ok(MapDone {
         lines,
         shuffle_bytes: info.bytes,
