@@ -133,6 +133,7 @@ pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
             "shuffle_bytes": st.shuffle_bytes,
             "bytes_out": st.bytes_out,
         },
+        "disk_bytes": s.disk_bytes.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "files": s.files.iter().map(|f| serde_json::json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
         "tasks": s.tasks.iter().map(|t| serde_json::json!({
             "task_id": t.task_id, "state": t.state, "executor_id": t.executor_id,

@@ -373,3 +373,57 @@ fn a_full_shuffle_disk_fails_the_job_naming_the_file() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!out.join("_SUCCESS").exists());
 }
+
+#[test]
+fn the_job_status_shows_the_shuffle_disk_of_each_executor_until_it_is_cleaned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    records(&input, 300_000, 4, 29, 0);
+    let out = tmp.path().join("sorted");
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+    let r = cluster.submit(
+        "sort",
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--reducers",
+            "2",
+            "--split-size",
+            "4MiB",
+            "--task-memory",
+            "2MiB",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let job_id = r
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("job-"))
+        .unwrap()
+        .to_string();
+    // Executors report every heartbeat (1 s), the last time with the job's files still there
+    // (the same heartbeat tells them the job ended); the next one no longer has the job.
+    let disk = |st: &serde_json::Value| -> u64 {
+        st["disk_bytes"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum())
+    };
+    let (mut seen, mut cleaned) = (0, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !cleaned {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seen {seen}: {}",
+            cluster.status(&job_id)
+        );
+        let st = cluster.status(&job_id);
+        let d = disk(&st);
+        seen = seen.max(d);
+        cleaned = st["state"] == "succeeded" && seen > 0 && d == 0;
+        assert_ne!(st["state"], "failed", "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen > 1 << 20, "the shuffle's disk was reported: {seen}");
+}

@@ -623,6 +623,17 @@ impl Control for Coordinator {
             }));
         };
         e.last_seen = Instant::now();
+        // Each job's disk on this executor: what it reports, nothing once it stops reporting.
+        for j in st.jobs.values_mut() {
+            match r.shuffle_disk_bytes.get(&j.id) {
+                Some(b) => {
+                    j.disk_bytes.insert(r.executor_id.clone(), *b);
+                }
+                None => {
+                    j.disk_bytes.remove(&r.executor_id);
+                }
+            }
+        }
         let finished_jobs = st
             .jobs
             .values()

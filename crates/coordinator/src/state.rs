@@ -69,6 +69,8 @@ pub(crate) struct Job {
     pub version: watch::Sender<u64>,
     /// Sorted sampled keys of a range-partitioned job, until its boundaries are set.
     pub range_sample: Option<Vec<Vec<u8>>>,
+    /// Local disk the job's shuffle takes per executor, as its last heartbeat said.
+    pub disk_bytes: HashMap<String, u64>,
 }
 
 impl Job {
@@ -95,6 +97,7 @@ impl Job {
             files: Vec::new(),
             version: watch::channel(0).0,
             range_sample: None,
+            disk_bytes: HashMap::new(),
         }
     }
 
@@ -215,6 +218,7 @@ impl Job {
             submitted_unix_ms: self.submitted_ms,
             tasks,
             files: self.files.clone(),
+            disk_bytes: self.disk_bytes.clone(),
         }
     }
 }

@@ -162,9 +162,14 @@ pub async fn start(
                     _ = stop_rx.wait_for(|s| *s) => return,
                     _ = tokio::time::sleep(cfg.heartbeat) => {}
                 }
+                let root = store.root().to_path_buf();
+                let shuffle_disk_bytes = tokio::task::spawn_blocking(move || disk_per_job(&root))
+                    .await
+                    .unwrap_or_default();
                 let req = HeartbeatRequest {
                     executor_id: read(&id),
                     running: 0,
+                    shuffle_disk_bytes,
                 };
                 match client.heartbeat(req).await {
                     Ok(r) => {
@@ -276,4 +281,31 @@ fn default_task_memory(worker_memory: Option<u64>, slots: u32) -> u64 {
         })
         .map_or(4 << 30, |kib| kib * 1024 / 4);
     worker_memory.unwrap_or(machine) / u64::from(slots.max(1))
+}
+
+/// Bytes under each job's directory of the shuffle root (`ROOT/JOB/...`).
+fn disk_per_job(root: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    fn size(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => size(&e.path()),
+                _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+            })
+            .sum()
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                size(&e.path()),
+            )
+        })
+        .collect()
 }
