@@ -427,3 +427,58 @@ fn the_job_status_shows_the_shuffle_disk_of_each_executor_until_it_is_cleaned() 
     }
     assert!(seen > 1 << 20, "the shuffle's disk was reported: {seen}");
 }
+
+#[test]
+fn csv_without_multiline_records_is_chunked_within_a_small_task_memory() {
+    use sluice_testkit::{assert_counts_eq, read_tsv_counts};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // 6 MB of CSV with a header line; word count reads its records as lines.
+    let mut text = String::from("id,name,city\n");
+    for i in 0..200_000 {
+        text.push_str(&format!("{i},name{},city{}\n", i % 977, i % 13));
+    }
+    std::fs::write(input.join("people.csv"), &text).unwrap();
+    let run = |out: &Path, budget: &[&str]| {
+        let mut args = vec![
+            "run",
+            "wordcount",
+            "--input",
+            s(&input),
+            "--output",
+            s(out),
+            "--format",
+            "tsv",
+            "--input-format",
+            "csv",
+            "--param",
+            "sluice.csv.multiline=false",
+            "--split-size",
+            "4MiB",
+            "--executors",
+            "2",
+            "--top",
+            "0",
+        ];
+        args.extend_from_slice(budget);
+        let r = sluice(BIN, &args);
+        r.assert_success();
+        r
+    };
+    let whole = tmp.path().join("whole");
+    let r = run(&whole, &[]);
+    assert!(!r.stderr.contains("spilled_runs"), "{}", r.stderr);
+    let chunked = tmp.path().join("chunked");
+    let r = run(&chunked, &["--task-memory", "2MiB"]);
+    assert!(
+        r.stderr.contains("spilled_runs"),
+        "the maps chunked: {}",
+        r.stderr
+    );
+    let want = read_tsv_counts(&whole);
+    // The header was read once, as the first record of the file, and not as data.
+    assert!(!want.contains_key("id,name,city"), "{want:?}");
+    assert_eq!(want.values().sum::<u64>(), 200_000);
+    assert_counts_eq(&read_tsv_counts(&chunked), &want, "chunked CSV");
+}

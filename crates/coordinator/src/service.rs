@@ -124,7 +124,7 @@ impl Coordinator {
             // files with a header line per file are never combined.
             let csv_lines = s
                 .params
-                .get("sluice.csv.multiline")
+                .get(sluice_core::CSV_MULTILINE_PARAM)
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
             let filter = Filter::from_params(|k| s.params.get(k).map(String::as_str))
                 .map_err(|reason| sluice_storage::StorageError::Filter { reason })?;

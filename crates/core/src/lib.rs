@@ -15,5 +15,8 @@ pub mod state;
 pub use error::CoreError;
 pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
-pub use spec::{InputFormat, JobSpec, OutputFormat, Split, DEFAULT_SPLIT_SIZE, TASK_MEMORY_PARAM};
+pub use spec::{
+    InputFormat, JobSpec, OutputFormat, Split, CSV_MULTILINE_PARAM, DEFAULT_SPLIT_SIZE,
+    TASK_MEMORY_PARAM,
+};
 pub use state::{JobState, StageState, TaskState};

@@ -137,6 +137,10 @@ pub struct JobSpec {
     pub binary: Option<String>,
 }
 
+/// The job parameter by which a job promises that no CSV record holds a newline (`false`): its
+/// CSV input is then split and chunked at line boundaries instead of read a whole file a task.
+pub const CSV_MULTILINE_PARAM: &str = "sluice.csv.multiline";
+
 /// The job parameter that bounds each task's memory (`--task-memory`), as a byte size: map
 /// tasks past it cut their input into chunks and spill sorted runs; when a job does not set it,
 /// each executor sets its memory divided by its slots.

@@ -3,7 +3,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use sluice_core::{InputFormat, OutputFormat, Split, TASK_MEMORY_PARAM};
+use sluice_core::{InputFormat, OutputFormat, Split, CSV_MULTILINE_PARAM, TASK_MEMORY_PARAM};
 use sluice_shuffle::{reduce_fan_in, Combine, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
     read_arrow_split, read_parquet_split, read_split, Compression, Filter, OutputOptions,
@@ -115,13 +115,20 @@ pub fn run_map(
         .ok_or_else(|| TaskFailure::fatal("a map task came without its split"))?;
     let budget = task_memory(ctx)?;
     // Text and JSON lines are cut into chunks that fit the task's memory budget; each chunk's
-    // sorted output is spilled as a run and the runs are merged into the map output. (CSV
-    // splits are whole files, since a quoted field may hold a newline; compressed files are
-    // read whole.)
+    // sorted output is spilled as a run and the runs are merged into the map output. CSV is
+    // cut only when the job promises no record holds a newline (`sluice.csv.multiline=false`,
+    // as its splits are then cut too); otherwise a quoted field may, and the file is mapped
+    // whole. Compressed files are read whole.
+    let csv_lines = ctx
+        .param(CSV_MULTILINE_PARAM)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    let chunkable = match format {
+        InputFormat::Text | InputFormat::Jsonl => true,
+        InputFormat::Csv { .. } => csv_lines,
+        _ => false,
+    };
     let chunks = match budget {
-        Some(b) if matches!(format, InputFormat::Text | InputFormat::Jsonl) => {
-            chunks_of(split, (b / CHUNKS_PER_BUDGET).max(MIN_CHUNK))
-        }
+        Some(b) if chunkable => chunks_of(split, (b / CHUNKS_PER_BUDGET).max(MIN_CHUNK)),
         _ => Vec::new(),
     };
     if chunks.len() > 1 {
