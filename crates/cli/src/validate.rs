@@ -101,12 +101,6 @@ pub fn validate_sort(
 /// The key length of `--param sluice.range.key_bytes=N` (10 by default).
 pub fn key_bytes(params: &[String]) -> Result<usize, CliError> {
     let prefix = format!("{RANGE_KEY_BYTES_PARAM}=");
-    match params.iter().rev().find_map(|p| p.strip_prefix(&prefix)) {
-        None => Ok(sluice_udf::sort::DEFAULT_KEY_BYTES),
-        Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-            CliError::Usage(format!(
-                "--param {prefix}{v}: expected a number of bytes above 0"
-            ))
-        }),
-    }
+    let given = params.iter().rev().find_map(|p| p.strip_prefix(&prefix));
+    sluice_core::range::key_bytes(given).map_err(|e| CliError::Usage(e.to_string()))
 }

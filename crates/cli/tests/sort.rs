@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_testkit::{path_str as s, read_manifest, sluice, Cluster};
+use sluice_testkit::{path_str as s, read_manifest, sluice, Cluster, CmdOutput};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -44,7 +44,7 @@ fn records(dir: &Path, n: u64, files: u64, seed: u64, skew: u64) -> Vec<String> 
 }
 
 /// `sluice run sort-validate` of the sort of `input` into `out`.
-fn validate(input: &Path, out: &Path) -> sluice_testkit::CmdOutput {
+fn validate(input: &Path, out: &Path) -> CmdOutput {
     sluice(
         BIN,
         &[
@@ -56,6 +56,16 @@ fn validate(input: &Path, out: &Path) -> sluice_testkit::CmdOutput {
             s(out),
         ],
     )
+}
+
+/// `sluice submit sort` of `input` into `out` on `cluster` with `args` besides; asserts that
+/// it succeeded (was accepted, without `--wait`).
+fn submit_sort(cluster: &Cluster, input: &Path, out: &Path, args: &[&str]) -> CmdOutput {
+    let mut all = vec!["--input", s(input), "--output", s(out)];
+    all.extend_from_slice(args);
+    let r = cluster.submit("sort", &all);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    r
 }
 
 /// The committed part files, in name order.
@@ -174,21 +184,12 @@ fn a_key_held_by_half_the_records_sorts_on_a_cluster() {
     let lines = records(&input, 30_000, 2, 11, 50);
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     let out = tmp.path().join("sorted");
-    let r = cluster.submit(
-        "sort",
-        &[
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--reducers",
-            "3",
-            "--split-size",
-            "256KiB",
-            "--wait",
-        ],
+    submit_sort(
+        &cluster,
+        &input,
+        &out,
+        &["--reducers", "3", "--split-size", "256KiB", "--wait"],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let sizes = assert_globally_sorted(&out, &lines);
     // The hot key lands whole in one range.
     assert!(sizes.iter().any(|n| *n >= 15_000), "{sizes:?}");
@@ -206,13 +207,11 @@ fn a_small_task_memory_spills_and_merges_in_passes_with_the_same_output() {
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
     // 2 MiB: maps cut their 3 MB splits into 1 MiB chunks and spill a run each; reducers may
     // hold 2 runs at once, so they merge the maps' runs in passes first.
-    let r = cluster.submit(
-        "sort",
+    let r = submit_sort(
+        &cluster,
+        &input,
+        &out,
         &[
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
             "--reducers",
             "3",
             "--split-size",
@@ -223,7 +222,6 @@ fn a_small_task_memory_spills_and_merges_in_passes_with_the_same_output() {
             "--json",
         ],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let st = r.stdout_json();
     assert!(
         st["counters"]["spilled_runs"].as_i64().unwrap_or(0) >= 6,
@@ -381,13 +379,11 @@ fn the_job_status_shows_the_shuffle_disk_of_each_executor_until_it_is_cleaned() 
     records(&input, 300_000, 4, 29, 0);
     let out = tmp.path().join("sorted");
     let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
-    let r = cluster.submit(
-        "sort",
+    let r = submit_sort(
+        &cluster,
+        &input,
+        &out,
         &[
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
             "--reducers",
             "2",
             "--split-size",
@@ -396,7 +392,6 @@ fn the_job_status_shows_the_shuffle_disk_of_each_executor_until_it_is_cleaned() 
             "2MiB",
         ],
     );
-    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
     let job_id = r
         .stdout
         .split_whitespace()

@@ -152,9 +152,7 @@ impl Coordinator {
                 None => None,
                 Some(n) => {
                     let bad = |reason: String| sluice_storage::StorageError::Param { reason };
-                    let n: usize = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        bad(format!("--param {RANGE_KEY_BYTES_PARAM}={n}: expected a number of bytes above 0"))
-                    })?;
+                    let n = sluice_core::range::key_bytes(Some(n)).map_err(|e| bad(e.to_string()))?;
                     if !s.input_format.is_line_based() {
                         return Err(bad(format!(
                             "{RANGE_KEY_BYTES_PARAM} range-partitions lines of text input; this job reads {}",
@@ -602,6 +600,7 @@ impl Control for Coordinator {
                 shuffle_addr: r.shuffle_addr,
                 last_seen: Instant::now(),
                 running: Default::default(),
+                disk_jobs: Default::default(),
             },
         );
         st.start_pending();
@@ -624,14 +623,17 @@ impl Control for Coordinator {
         };
         e.last_seen = Instant::now();
         // Each job's disk on this executor: what it reports, nothing once it stops reporting.
-        for j in st.jobs.values_mut() {
-            match r.shuffle_disk_bytes.get(&j.id) {
-                Some(b) => {
-                    j.disk_bytes.insert(r.executor_id.clone(), *b);
-                }
-                None => {
-                    j.disk_bytes.remove(&r.executor_id);
-                }
+        let reported: HashSet<String> = r.shuffle_disk_bytes.keys().cloned().collect();
+        let gone: Vec<String> = e.disk_jobs.difference(&reported).cloned().collect();
+        e.disk_jobs = reported;
+        for id in gone {
+            if let Some(j) = st.jobs.get_mut(&id) {
+                j.disk_bytes.remove(&r.executor_id);
+            }
+        }
+        for (id, bytes) in &r.shuffle_disk_bytes {
+            if let Some(j) = st.jobs.get_mut(id) {
+                j.disk_bytes.insert(r.executor_id.clone(), *bytes);
             }
         }
         let finished_jobs = st

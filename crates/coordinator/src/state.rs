@@ -230,6 +230,8 @@ pub(crate) struct ExecutorEntry {
     pub last_seen: Instant,
     /// (job, task, attempt) running there.
     pub running: HashSet<(String, TaskId, u32)>,
+    /// Jobs whose shuffle files it reported in its last heartbeat.
+    pub disk_jobs: HashSet<String>,
 }
 
 /// Everything the coordinator knows, behind one lock.

@@ -10,6 +10,21 @@ use crate::CoreError;
 /// sorts, like the built-in `sort`); the coordinator then samples the input for boundaries.
 pub const RANGE_KEY_BYTES_PARAM: &str = "sluice.range.key_bytes";
 
+/// Key bytes when a job does not say (TeraSort's keys).
+pub const DEFAULT_KEY_BYTES: usize = 10;
+
+/// The key length [`RANGE_KEY_BYTES_PARAM`] gives (`None`: the default).
+pub fn key_bytes(param: Option<&str>) -> Result<usize, CoreError> {
+    match param {
+        None => Ok(DEFAULT_KEY_BYTES),
+        Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            CoreError::InvalidParam(format!(
+                "--param {RANGE_KEY_BYTES_PARAM}={v}: expected a number of bytes above 0"
+            ))
+        }),
+    }
+}
+
 /// Job parameter set by the coordinator: the `reducers - 1` boundaries, hex, comma-separated.
 pub const RANGE_BOUNDS_PARAM: &str = "sluice.range.bounds";
 

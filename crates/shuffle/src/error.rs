@@ -52,9 +52,9 @@ pub enum ShuffleError {
         #[source]
         source: std::io::Error,
     },
-    /// A run does not have the (Binary key, Binary value) layout.
-    #[error("shuffle run has an unexpected schema: {0}")]
-    Schema(String),
+    /// The job's combiner failed while spilled runs were merged.
+    #[error("{0}")]
+    Combine(String),
 }
 
 pub(crate) fn io(

@@ -5,21 +5,17 @@
 //! A run is a `RecordBatch` whose column 0 is a Binary key sorted ascending by bytes and whose
 //! column 1 is a Binary value.
 
-mod decode;
 mod error;
 #[cfg(feature = "grpc")]
 mod fetch;
-mod merge;
 #[cfg(feature = "grpc")]
 mod service;
 mod store;
 mod stream;
 
-pub use decode::decode_segment;
 pub use error::ShuffleError;
 #[cfg(feature = "grpc")]
 pub use fetch::fetch_partition;
-pub use merge::KWayMerge;
 #[cfg(feature = "grpc")]
 pub use service::ShuffleService;
 pub use store::{Combine, MapOutputInfo, ShuffleStore};

@@ -5,70 +5,72 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
-use arrow_array::builder::BinaryBuilder;
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::io;
-use crate::stream::{SegmentRef, StreamMerge, RUN_BATCH_ROWS};
+use crate::stream::{run_schema, RunBuilder, SegmentRef, StreamMerge, RUN_BATCH_ROWS};
 use crate::ShuffleError;
 
-/// Folds the encoded values of one key into one encoded value (the job's combiner).
-pub type Combine<'a> = dyn Fn(&[&[u8]], &mut Vec<u8>) -> Result<(), String> + 'a;
+/// Folds the encoded values of one key into one encoded value (the job's combiner); false
+/// when the job has none, and the values stay as they are.
+pub type Combine<'a> = dyn Fn(&[&[u8]], &mut Vec<u8>) -> Result<bool, String> + 'a;
 
-/// Rows of a run being written, flushed every [`RUN_BATCH_ROWS`].
+/// The values of one key gathered from the runs being merged.
 #[derive(Default)]
-struct RunBuilder {
-    keys: BinaryBuilder,
-    values: BinaryBuilder,
-    rows: usize,
+struct Group {
+    key: Vec<u8>,
+    values: Vec<u8>,
+    ends: Vec<usize>,
+    folded: Vec<u8>,
 }
 
-impl RunBuilder {
-    fn push(&mut self, k: &[u8], v: &[u8], w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
-        self.keys.append_value(k);
-        self.values.append_value(v);
-        self.rows += 1;
-        if self.rows == RUN_BATCH_ROWS {
-            self.flush(w)?;
+impl Group {
+    fn holds(&self, key: &[u8]) -> bool {
+        !self.ends.is_empty() && self.key == key
+    }
+
+    fn start(&mut self, key: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(key);
+    }
+
+    fn add(&mut self, value: &[u8]) {
+        self.values.extend_from_slice(value);
+        self.ends.push(self.values.len());
+    }
+
+    /// Writes the key's values (folded into one when the combiner does) and empties the group.
+    fn write<W: Write>(
+        &mut self,
+        combine: Option<&Combine<'_>>,
+        out: &mut RunBuilder,
+        w: &mut StreamWriter<W>,
+    ) -> Result<(), ShuffleError> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let parts: Vec<&[u8]> = starts
+            .zip(self.ends.iter())
+            .map(|(a, b)| &self.values[a..*b])
+            .collect();
+        self.folded.clear();
+        let folded = match combine {
+            Some(f) if parts.len() > 1 => {
+                f(&parts, &mut self.folded).map_err(ShuffleError::Combine)?
+            }
+            _ => false,
+        };
+        if folded {
+            out.push(&self.key, &self.folded, w)?;
+        } else {
+            for p in parts {
+                out.push(&self.key, p, w)?;
+            }
         }
+        self.values.clear();
+        self.ends.clear();
         Ok(())
     }
-
-    fn flush(&mut self, w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
-        if self.rows > 0 {
-            w.write(&run_batch(&mut self.keys, &mut self.values)?)?;
-            self.rows = 0;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self, w: &mut PartWriter<'_>) -> Result<(), ShuffleError> {
-        self.flush(w)
-    }
-}
-
-/// The schema of a run: encoded key and value.
-fn run_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("key", DataType::Binary, false),
-        Field::new("value", DataType::Binary, false),
-    ]))
-}
-
-/// The rows built so far as one run batch.
-fn run_batch(
-    keys: &mut BinaryBuilder,
-    values: &mut BinaryBuilder,
-) -> Result<RecordBatch, ShuffleError> {
-    Ok(RecordBatch::try_new(
-        run_schema(),
-        vec![Arc::new(keys.finish()), Arc::new(values.finish())],
-    )?)
 }
 
 /// A writer that counts the bytes written through it.
@@ -296,43 +298,16 @@ impl ShuffleStore {
             let mut m = StreamMerge::open(&mine)?;
             let mut out = RunBuilder::default();
             // The key being gathered and its values (flat, with their ends).
-            let (mut key, mut vals, mut ends) = (Vec::new(), Vec::new(), Vec::<usize>::new());
-            let mut folded = Vec::new();
-            loop {
-                let row = m.current();
-                let same = matches!(row, Some((k, _)) if !ends.is_empty() && k == key.as_slice());
-                if !same && !ends.is_empty() {
-                    // The gathered key is complete.
-                    let value: &[u8] = match combine {
-                        Some(f) if ends.len() > 1 => {
-                            let starts = std::iter::once(0).chain(ends.iter().copied());
-                            let parts: Vec<&[u8]> =
-                                starts.zip(ends.iter()).map(|(a, b)| &vals[a..*b]).collect();
-                            folded.clear();
-                            f(&parts, &mut folded).map_err(ShuffleError::Schema)?;
-                            &folded
-                        }
-                        _ => &vals[..ends[0]],
-                    };
-                    out.push(&key, value, w)?;
-                    // Without a combiner every value is its own row.
-                    if combine.is_none() {
-                        for (a, b) in ends.iter().zip(ends.iter().skip(1)) {
-                            out.push(&key, &vals[*a..*b], w)?;
-                        }
-                    }
-                    vals.clear();
-                    ends.clear();
+            let mut group = Group::default();
+            while let Some((k, v)) = m.current() {
+                if !group.holds(k) {
+                    group.write(combine, &mut out, w)?;
+                    group.start(k);
                 }
-                let Some((k, v)) = row else { break };
-                if ends.is_empty() {
-                    key.clear();
-                    key.extend_from_slice(k);
-                }
-                vals.extend_from_slice(v);
-                ends.push(vals.len());
+                group.add(v);
                 m.advance()?;
             }
+            group.write(combine, &mut out, w)?;
             out.finish(w)
         })
     }
@@ -384,5 +359,148 @@ impl ShuffleStore {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::ArrayRef;
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+    use arrow_array::BinaryArray;
+
+    /// Every row of `segs`, merged, as (key, value).
+    fn merged(segs: &[SegmentRef]) -> Vec<(String, Vec<u8>)> {
+        let mut m = StreamMerge::open(segs).unwrap();
+        let mut out = Vec::new();
+        while let Some((k, v)) = m.current() {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+            m.advance().unwrap();
+        }
+        out
+    }
+
+    fn run(keys: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("value", DataType::Binary, false),
+        ]));
+        let k: ArrayRef = Arc::new(BinaryArray::from_iter_values(
+            keys.iter().map(|s| s.as_bytes()),
+        ));
+        let v: ArrayRef = Arc::new(BinaryArray::from_iter_values(keys.iter().map(|_| b"1")));
+        RecordBatch::try_new(schema, vec![k, v]).unwrap()
+    }
+
+    #[test]
+    fn merges_in_order_through_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        let a = [run(&["a", "c", "e"]), run(&[])];
+        let b = [run(&["b", "c", "d", "f"]), run(&["z"])];
+        store.write("j", 0, 1, &a).unwrap();
+        store.write("j", 1, 1, &b).unwrap();
+        let segs = [
+            store.segment("j", 0, 1, 0).unwrap(),
+            store.segment("j", 1, 1, 0).unwrap(),
+        ];
+        let got: Vec<String> = merged(&segs).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(got, ["a", "b", "c", "c", "d", "e", "f"]);
+        assert_eq!(merged(&[store.segment("j", 1, 1, 1).unwrap()]).len(), 1);
+        let e = store.segment("j", 1, 1, 2).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+        assert_eq!(
+            store.read_partition("j", 1, 1, 1).unwrap().len() as u64,
+            store.segment("j", 1, 1, 1).unwrap().len()
+        );
+        store.remove_job("j").unwrap();
+        assert!(store.read_partition("j", 0, 1, 0).is_err());
+    }
+
+    #[test]
+    fn spilled_runs_merge_into_the_map_output_combined_or_not() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        let a = store
+            .write_spill("j", 0, 1, 0, &[run(&["a", "b"]), run(&["x"])])
+            .unwrap();
+        let b = store
+            .write_spill("j", 0, 1, 1, &[run(&["b", "c"]), run(&[])])
+            .unwrap();
+        let c = store
+            .write_spill("j", 0, 1, 2, &[run(&["b"]), run(&["x", "y"])])
+            .unwrap();
+        let runs = [a, b, c];
+        let rows = |store: &ShuffleStore, p| merged(&[store.segment("j", 0, 1, p).unwrap()]);
+        store.write_merged("j", 0, 1, &runs, 2, None).unwrap();
+        let keys: Vec<String> = rows(&store, 0).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "b", "b", "c"]);
+        // A combiner that concatenates shows which values were folded together.
+        let concat = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<bool, String> {
+            vals.iter().for_each(|v| out.extend_from_slice(v));
+            Ok(true)
+        };
+        store
+            .write_merged("j", 0, 1, &runs, 2, Some(&concat))
+            .unwrap();
+        assert_eq!(
+            rows(&store, 0),
+            [
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"111".to_vec()),
+                ("c".to_string(), b"1".to_vec())
+            ]
+        );
+        assert_eq!(
+            rows(&store, 1),
+            [
+                ("x".to_string(), b"11".to_vec()),
+                ("y".to_string(), b"1".to_vec())
+            ]
+        );
+        store.remove_spills("j", 0, 1, 3);
+        let left: Vec<_> = std::fs::read_dir(d.path().join("j"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.contains("spill")), "{left:?}");
+    }
+
+    #[test]
+    fn a_damaged_index_is_a_clear_error_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        store
+            .write("j", 0, 1, &[run(&["a", "b"]), run(&["c"])])
+            .unwrap();
+        let index = d.path().join("j").join("map-00000-1.index");
+        let good = std::fs::read(&index).unwrap();
+        let offsets: Vec<u64> = good
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let enc = |o: &[u64]| o.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let data_len = offsets[2];
+        for (what, bytes) in [
+            (
+                "not a list of 8-byte offsets",
+                good[..good.len() - 3].to_vec(),
+            ),
+            ("data file holds", enc(&[0, offsets[1], data_len + 100])),
+            ("decrease", enc(&[0, data_len, offsets[1], data_len])),
+            ("not a list of 8-byte offsets", Vec::new()),
+        ] {
+            std::fs::write(&index, &bytes).unwrap();
+            let e = store.segment("j", 0, 1, 0).unwrap_err().to_string();
+            assert!(
+                e.contains(what) && e.contains(&index.display().to_string()),
+                "{what}: {e}"
+            );
+        }
+        std::fs::write(&index, &good).unwrap();
+        assert_eq!(store.segment("j", 0, 1, 1).unwrap().end, data_len);
     }
 }

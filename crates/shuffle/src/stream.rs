@@ -9,10 +9,12 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, BinaryArray, RecordBatch};
 use arrow_ipc::reader::StreamReader;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::io;
 use crate::ShuffleError;
@@ -232,47 +234,81 @@ pub fn merge_runs_to(runs: &[SegmentRef], dest: &Path) -> Result<SegmentRef, Shu
 }
 
 fn merge_runs_to_inner(runs: &[SegmentRef], dest: &Path) -> Result<SegmentRef, ShuffleError> {
-    use arrow_array::builder::BinaryBuilder;
-    use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("key", DataType::Binary, false),
-        Field::new("value", DataType::Binary, false),
-    ]));
+    use arrow_ipc::writer::IpcWriteOptions;
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))?;
     let file = File::create(dest).map_err(io("creating", dest))?;
     let mut w = StreamWriter::try_new_with_options(
         std::io::BufWriter::with_capacity(1 << 20, file),
-        &schema,
+        &run_schema(),
         opts,
     )?;
     let mut m = StreamMerge::open(runs)?;
-    let (mut keys, mut values, mut rows) = (BinaryBuilder::new(), BinaryBuilder::new(), 0);
-    let flush = |keys: &mut BinaryBuilder, values: &mut BinaryBuilder, w: &mut StreamWriter<_>| {
-        let b = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(keys.finish()), Arc::new(values.finish())],
-        )?;
-        w.write(&b)
-    };
+    let mut out = RunBuilder::default();
     while let Some((k, v)) = m.current() {
-        keys.append_value(k);
-        values.append_value(v);
-        rows += 1;
-        if rows == RUN_BATCH_ROWS {
-            flush(&mut keys, &mut values, &mut w)?;
-            rows = 0;
-        }
+        out.push(k, v, &mut w)?;
         m.advance()?;
     }
-    if rows > 0 {
-        flush(&mut keys, &mut values, &mut w)?;
-    }
+    out.finish(&mut w)?;
     w.finish()?;
     let mut inner = w.into_inner()?;
     std::io::Write::flush(&mut inner).map_err(io("writing", dest))?;
     drop(inner);
     SegmentRef::whole(dest.to_path_buf())
+}
+
+/// The schema of a run: encoded key and value.
+pub(crate) fn run_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+}
+
+/// Rows of a run being written, in batches of [`RUN_BATCH_ROWS`].
+#[derive(Default)]
+pub(crate) struct RunBuilder {
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    rows: usize,
+}
+
+impl RunBuilder {
+    /// Adds a row, writing a batch when one is full.
+    pub(crate) fn push<W: std::io::Write>(
+        &mut self,
+        k: &[u8],
+        v: &[u8],
+        w: &mut StreamWriter<W>,
+    ) -> Result<(), ShuffleError> {
+        self.keys.append_value(k);
+        self.values.append_value(v);
+        self.rows += 1;
+        if self.rows == RUN_BATCH_ROWS {
+            self.flush(w)?;
+        }
+        Ok(())
+    }
+
+    fn flush<W: std::io::Write>(&mut self, w: &mut StreamWriter<W>) -> Result<(), ShuffleError> {
+        if self.rows > 0 {
+            let b = RecordBatch::try_new(
+                run_schema(),
+                vec![Arc::new(self.keys.finish()), Arc::new(self.values.finish())],
+            )?;
+            w.write(&b)?;
+            self.rows = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the last, partial batch.
+    pub(crate) fn finish<W: std::io::Write>(
+        mut self,
+        w: &mut StreamWriter<W>,
+    ) -> Result<(), ShuffleError> {
+        self.flush(w)
+    }
 }
 
 /// Merges `runs` in passes of at most `fan_in` runs at a time, writing the intermediate runs

@@ -15,8 +15,7 @@ use sluice_core::OutputFormat;
 
 use crate::{BatchEmitter, BatchJob, BatchMapper, BatchReducer, UdfError};
 
-/// Key bytes when the job does not say.
-pub const DEFAULT_KEY_BYTES: usize = 10;
+pub use sluice_core::range::DEFAULT_KEY_BYTES;
 
 fn shuffle_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -31,14 +30,8 @@ fn line_schema() -> SchemaRef {
 
 /// The key length a task uses: the job's [`RANGE_KEY_BYTES_PARAM`], else 10.
 fn key_bytes(out: &BatchEmitter<'_>) -> Result<usize, UdfError> {
-    match out.context().param(RANGE_KEY_BYTES_PARAM) {
-        None => Ok(DEFAULT_KEY_BYTES),
-        Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-            UdfError::User(format!(
-                "--param {RANGE_KEY_BYTES_PARAM}={v}: expected a number of bytes above 0"
-            ))
-        }),
-    }
+    sluice_core::range::key_bytes(out.context().param(RANGE_KEY_BYTES_PARAM))
+        .map_err(|e| UdfError::User(e.to_string()))
 }
 
 /// Cuts each line into its key (first N bytes) and the rest.

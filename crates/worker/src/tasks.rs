@@ -201,8 +201,11 @@ fn chunks_of(split: &Split, chunk: u64) -> Vec<Split> {
     let mut group: Option<Split> = None;
     for piece in std::iter::once(split).chain(split.rest.iter()) {
         let whole = Split {
+            path: piece.path.clone(),
+            start: piece.start,
+            end: piece.end,
+            file_len: piece.file_len,
             rest: Vec::new(),
-            ..piece.clone()
         };
         if Compression::of(&piece.path).is_some() || piece.end - piece.start <= chunk {
             match &mut group {
@@ -257,15 +260,10 @@ fn run_map_chunked(
         );
     }
     // The job's combiner folds the values a key has in several runs (Hadoop's combine on merge).
-    let combine = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<(), String> {
+    let combine = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<bool, String> {
         job.combine_encoded(&mut vals.iter().copied(), out)
-            .map(|_| ())
             .map_err(|e| format!("combining map output values: {e}"))
     };
-    let mut probe = Vec::new();
-    let has_combiner = job
-        .combine_encoded(&mut std::iter::empty(), &mut probe)
-        .unwrap_or(false);
     let info = store
         .write_merged(
             ctx.job_id(),
@@ -273,7 +271,7 @@ fn run_map_chunked(
             ctx.attempt(),
             &runs,
             reducers.max(1) as usize,
-            has_combiner.then_some(&combine as &Combine<'_>),
+            Some(&combine as &Combine<'_>),
         )
         .map_err(|e| TaskFailure::retry(e.to_string()))?;
     store.remove_spills(ctx.job_id(), task.index, ctx.attempt(), runs.len());
