@@ -127,12 +127,11 @@ pub fn run_map(
         InputFormat::Csv { .. } => csv_lines,
         _ => false,
     };
-    let chunks = match budget {
-        Some(b) if chunkable => chunks_of(split, (b / CHUNKS_PER_BUDGET).max(MIN_CHUNK)),
-        _ => Vec::new(),
-    };
-    if chunks.len() > 1 {
-        return run_map_chunked(job, store, ctx, format, reducers, buf, &chunks);
+    if let Some(b) = budget.filter(|_| chunkable) {
+        let first = first_chunk(b);
+        if split.len() > first {
+            return run_map_chunked(job, store, ctx, format, reducers, buf, split, b);
+        }
     }
     // The coordinator names the task and its split in the job's error.
     let (out, lines) = if format.is_line_based() {
@@ -173,9 +172,10 @@ pub const SPILLED_RUNS_COUNTER: &str = "spilled_runs";
 /// The counter of bytes map tasks spilled to local disk (deleted once merged).
 pub const SPILLED_BYTES_COUNTER: &str = "spilled_bytes";
 
-/// A map chunk is at most this share of the budget: the chunk's text, its records, their
-/// encoded pairs and the sorted run are all held at once.
-const CHUNKS_PER_BUDGET: u64 = 4;
+/// The first chunk of a map is this share of the budget: the chunk's text, its records, their
+/// encoded pairs and the sorted run are all held at once, and how much output a byte of input
+/// makes is not known until a chunk was mapped.
+const FIRST_CHUNK_SHARE: u64 = 4;
 
 /// What one run being merged holds at once: a decoded batch of [`sluice_shuffle::RUN_BATCH_ROWS`]
 /// rows and the reader's buffers (a generous guess, so the budget is kept).
@@ -194,43 +194,79 @@ fn task_memory(ctx: &TaskContext) -> Result<Option<u64>, TaskFailure> {
         .transpose()
 }
 
-/// `split` cut into pieces of about `chunk` bytes: large files in byte ranges (each owns the
-/// lines that start in it, as splits do), small combined files grouped up to `chunk`.
-fn chunks_of(split: &Split, chunk: u64) -> Vec<Split> {
-    let mut out: Vec<Split> = Vec::new();
-    let mut group: Option<Split> = None;
-    for piece in std::iter::once(split).chain(split.rest.iter()) {
-        let whole = Split {
-            path: piece.path.clone(),
-            start: piece.start,
-            end: piece.end,
-            file_len: piece.file_len,
-            rest: Vec::new(),
-        };
-        if Compression::of(&piece.path).is_some() || piece.end - piece.start <= chunk {
-            match &mut group {
-                Some(g) if g.len() + whole.len() <= chunk => g.rest.push(whole),
-                _ => out.extend(group.replace(whole)),
-            }
-            continue;
-        }
-        let mut at = piece.start;
-        while at < piece.end {
-            let end = (at + chunk).min(piece.end);
-            out.push(Split {
-                start: at,
-                end,
-                ..whole.clone()
-            });
-            at = end;
-        }
-    }
-    out.extend(group);
-    out
+/// The size of a map's first chunk under `budget`.
+fn first_chunk(budget: u64) -> u64 {
+    (budget / FIRST_CHUNK_SHARE).max(MIN_CHUNK)
 }
 
-/// Maps `chunks` one at a time, spilling each chunk's sorted output as a run, then writes the
-/// map output as the merge of the runs.
+/// The size of the next chunk, from what the last one cost: `input` bytes of text made `held`
+/// bytes of sorted output (Arrow buffers), and the combining table or pair list behind it is
+/// counted as much again. The text, the table and the output are all held at the peak, so a
+/// chunk of `c` bytes costs about `c * (1 + 2 * held / input)`; the next chunk is sized so that
+/// cost stays within 3/4 of the budget (the rest is the reader's and allocator's slack), and
+/// never above half of it, so one mis-estimate cannot take the whole budget.
+fn next_chunk(budget: u64, input: u64, held: u64) -> u64 {
+    let input = input.max(1) as f64;
+    let per_byte = 1.0 + 2.0 * held as f64 / input;
+    let fits = (budget as f64 * 0.75 / per_byte) as u64;
+    fits.clamp(MIN_CHUNK, (budget / 2).max(MIN_CHUNK))
+}
+
+/// Cuts a split into chunks of the sizes asked one at a time: large files in byte ranges (each
+/// owns the lines that start in it, as splits do), small or compressed whole files grouped up
+/// to the size (at least one).
+struct Chunker {
+    pieces: std::collections::VecDeque<Split>,
+}
+
+impl Chunker {
+    fn new(split: &Split) -> Self {
+        let pieces = std::iter::once(split)
+            .chain(split.rest.iter())
+            .map(|p| Split {
+                path: p.path.clone(),
+                start: p.start,
+                end: p.end,
+                file_len: p.file_len,
+                rest: Vec::new(),
+            })
+            .collect();
+        Chunker { pieces }
+    }
+
+    /// The next chunk of about `size` bytes, or `None` when the split is used up.
+    fn next(&mut self, size: u64) -> Option<Split> {
+        let first = self.pieces.pop_front()?;
+        let whole = |p: &Split| Compression::of(&p.path).is_some() || p.len() <= size;
+        if !whole(&first) {
+            let end = first.start + size;
+            self.pieces.push_front(Split {
+                start: end,
+                ..first.clone()
+            });
+            return Some(Split { end, ..first });
+        }
+        // Only whole files are grouped: a combined split reads each of its files whole.
+        let entire = |p: &Split| p.start == 0 && p.end == p.file_len;
+        if !entire(&first) {
+            return Some(first);
+        }
+        let mut chunk = first;
+        while let Some(p) = self.pieces.front() {
+            if !whole(p) || !entire(p) || chunk.len() + p.len() > size {
+                break;
+            }
+            chunk.rest.push(self.pieces.pop_front()?);
+        }
+        Some(chunk)
+    }
+}
+
+/// Maps `split` a chunk at a time, spilling each chunk's sorted output as a run, then writes the
+/// map output as the merge of the runs. Each chunk is sized from what the previous one held
+/// (see [`next_chunk`]), so a mapper that emits many pairs per line gets smaller chunks and one
+/// that combines them into few gets larger ones.
+#[allow(clippy::too_many_arguments)]
 fn run_map_chunked(
     job: &dyn Job,
     store: &ShuffleStore,
@@ -238,14 +274,18 @@ fn run_map_chunked(
     format: InputFormat,
     reducers: u32,
     buf: &mut Vec<u8>,
-    chunks: &[Split],
+    split: &Split,
+    budget: u64,
 ) -> Result<MapDone, TaskFailure> {
     let task = ctx.task();
-    let mut runs = Vec::with_capacity(chunks.len());
+    let mut runs = Vec::new();
     let mut counters = Counters::default();
     let mut lines = 0;
-    for (n, chunk) in chunks.iter().enumerate() {
-        let text = read_split(chunk, buf)?;
+    let mut chunks = Chunker::new(split);
+    let mut size = first_chunk(budget);
+    let mut n = 0;
+    while let Some(chunk) = chunks.next(size) {
+        let text = read_split(&chunk, buf)?;
         let input = MapInput::text(text.text, format, text.offset).with_files(&text.files);
         // The chunk is the split its records come from (bad records name its file); the clone
         // shares the attempt's kept bad records.
@@ -253,11 +293,25 @@ fn run_map_chunked(
         let out = guarded("map", || Ok(job.run_map(input, reducers, &chunk_ctx)?))?;
         lines += text.lines;
         counters.merge(&out.counters);
+        let held: u64 = out
+            .partitions
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum();
+        size = next_chunk(budget, chunk.len(), held);
+        tracing::debug!(
+            chunk = n,
+            input = chunk.len(),
+            held,
+            next = size,
+            "map chunk spilled"
+        );
         runs.push(
             store
                 .write_spill(ctx.job_id(), task.index, ctx.attempt(), n, &out.partitions)
                 .map_err(|e| TaskFailure::retry(e.to_string()))?,
         );
+        n += 1;
     }
     // The job's combiner folds the values a key has in several runs (Hadoop's combine on merge).
     let combine = |vals: &[&[u8]], out: &mut Vec<u8>| -> Result<bool, String> {
@@ -339,4 +393,92 @@ pub fn run_reduce(
         counters: counts.counters,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, start: u64, end: u64, file_len: u64) -> Split {
+        Split {
+            path: path.into(),
+            start,
+            end,
+            file_len,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Every byte of the split lands in exactly one chunk, in order.
+    fn covered(chunks: &[Split]) -> Vec<(String, u64, u64)> {
+        chunks
+            .iter()
+            .flat_map(|c| std::iter::once(c).chain(c.rest.iter()))
+            .map(|p| (p.path.clone(), p.start, p.end))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_of_changing_sizes_cover_the_split_once() {
+        let mut split = file("big", 100, 100 + 10_000, 20_000);
+        split.rest = vec![file("s1", 0, 300, 300), file("s2", 0, 300, 300)];
+        split.rest.push(file("c.gz", 0, 5_000, 5_000));
+        split.rest.push(file("s3", 0, 100, 100));
+        let mut chunker = Chunker::new(&split);
+        let sizes = [4_000, 1_000, 7_000, 700, 700, 700];
+        let mut chunks = Vec::new();
+        for size in sizes.iter().cycle() {
+            match chunker.next(*size) {
+                Some(c) => {
+                    assert!(
+                        c.len() <= *size || Compression::of(&c.path).is_some(),
+                        "{c:?} past {size}"
+                    );
+                    chunks.push(c);
+                }
+                None => break,
+            }
+        }
+        let got = covered(&chunks);
+        let want = vec![
+            ("big".to_string(), 100, 4_100),
+            ("big".to_string(), 4_100, 5_100),
+            ("big".to_string(), 5_100, 10_100),
+            ("s1".to_string(), 0, 300),
+            ("s2".to_string(), 0, 300),
+            ("c.gz".to_string(), 0, 5_000),
+            ("s3".to_string(), 0, 100),
+        ];
+        assert_eq!(got, want);
+        // The tail of the large file is not grouped with the small files after it (a combined
+        // split reads its files whole); s1 and s2 fit one chunk of 700 together; the compressed
+        // file is read whole, alone.
+        assert!(chunks[2].rest.is_empty());
+        assert_eq!(chunks[3].path, "s1");
+        assert_eq!(chunks[3].rest.len(), 1);
+        assert_eq!(chunks[4].path, "c.gz");
+        assert!(chunks[4].rest.is_empty());
+    }
+
+    #[test]
+    fn the_next_chunk_shrinks_when_output_outgrows_input_and_grows_when_it_combines() {
+        let budget = 64 << 20;
+        let first = first_chunk(budget);
+        // A mapper that emits ten times its input: the next chunk is far smaller.
+        let exploding = next_chunk(budget, first, 10 * first);
+        assert!(exploding < first / 4, "{exploding}");
+        assert!(exploding >= MIN_CHUNK);
+        // Its cost as estimated stays within the budget.
+        let cost = exploding as f64 * (1.0 + 2.0 * 10.0);
+        assert!(cost <= budget as f64 * 0.75 + MIN_CHUNK as f64 * 21.0);
+        // A combining mapper (word count) whose output is a small share: larger chunks, capped at
+        // half the budget.
+        let combining = next_chunk(budget, first, first / 50);
+        assert!(combining > first, "{combining}");
+        assert!(combining <= budget / 2);
+        // Nothing held: still at most half.
+        assert_eq!(next_chunk(budget, first, 0), budget / 2);
+        // A tiny budget: never below the floor.
+        assert_eq!(next_chunk(1 << 20, 1 << 20, 100 << 20), MIN_CHUNK);
+    }
 }
