@@ -96,6 +96,9 @@ fn job_spec(a: &JobArgs, known: &Known, output: Option<String>) -> Result<JobSpe
         parse_byte_size(m).map_err(|e| CliError::Usage(format!("--task-memory: {e}")))?;
         params.insert(sluice_core::TASK_MEMORY_PARAM.to_string(), m.clone());
     }
+    if let Some(n) = a.max_attempts {
+        params.insert(sluice_core::MAX_ATTEMPTS_PARAM.to_string(), n.to_string());
+    }
     // Refused here rather than by every reduce task after the map stage.
     sluice_storage::OutputOptions::from_params(&params)
         .map_err(|e| CliError::Usage(e.to_string()))?;

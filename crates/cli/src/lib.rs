@@ -60,6 +60,10 @@ pub struct JobArgs {
     /// and merge sorted runs spilled to disk (default: executor memory / slots).
     #[arg(long, value_name = "SIZE")]
     pub task_memory: Option<String>,
+    /// Attempts each task gets before the job fails (default 4). Attempts lost with their
+    /// executor do not count; a permanent error (bad input) is not retried.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
     /// Job parameter KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,

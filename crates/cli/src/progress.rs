@@ -138,6 +138,10 @@ pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
         "tasks": s.tasks.iter().map(|t| serde_json::json!({
             "task_id": t.task_id, "state": t.state, "executor_id": t.executor_id,
             "attempts": t.attempts, "error": t.error,
+            "history": t.history.iter().map(|a| serde_json::json!({
+                "attempt": a.attempt, "executor_id": a.executor_id, "outcome": a.outcome,
+                "error": a.error, "speculative": a.speculative,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -17,8 +17,14 @@ pub struct QueuedTask {
 pub trait Scheduler: Send {
     /// Adds a runnable task.
     fn enqueue(&mut self, task: QueuedTask);
-    /// Takes up to `max` tasks for executor `executor_id`.
-    fn next(&mut self, executor_id: &str, max: usize) -> Vec<QueuedTask>;
+    /// Takes up to `max` tasks for executor `executor_id`, of those `accept` allows there (a
+    /// task that failed on it, or an excluded executor, is refused); the rest stay queued.
+    fn next(
+        &mut self,
+        executor_id: &str,
+        max: usize,
+        accept: &mut dyn FnMut(&QueuedTask) -> bool,
+    ) -> Vec<QueuedTask>;
     /// Drops every queued task of a job.
     fn remove_job(&mut self, job_id: &str);
     /// Tasks waiting.
@@ -40,9 +46,27 @@ impl Scheduler for FifoScheduler {
         self.queue.push_back(task);
     }
 
-    fn next(&mut self, _executor_id: &str, max: usize) -> Vec<QueuedTask> {
-        let n = max.min(self.queue.len());
-        self.queue.drain(..n).collect()
+    fn next(
+        &mut self,
+        _executor_id: &str,
+        max: usize,
+        accept: &mut dyn FnMut(&QueuedTask) -> bool,
+    ) -> Vec<QueuedTask> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some(t) = self.queue.pop_front() {
+            if taken.len() < max && accept(&t) {
+                taken.push(t);
+            } else {
+                kept.push_back(t);
+            }
+            if taken.len() == max {
+                break;
+            }
+        }
+        kept.append(&mut self.queue);
+        self.queue = kept;
+        taken
     }
 
     fn remove_job(&mut self, job_id: &str) {
@@ -73,9 +97,32 @@ mod tests {
             });
         }
         s.remove_job("b");
-        let got = s.next("e1", 5);
+        let got = s.next("e1", 5, &mut |_| true);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].job_id.as_str(), got[1].task.index), ("a", 1));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn refused_tasks_stay_queued_in_order() {
+        let mut s = FifoScheduler::default();
+        for i in 0..5 {
+            s.enqueue(QueuedTask {
+                job_id: "a".into(),
+                task: TaskId {
+                    kind: TaskKind::Map,
+                    index: i,
+                },
+            });
+        }
+        let got = s.next("e1", 2, &mut |q| q.task.index % 2 == 1);
+        let idx: Vec<u32> = got.iter().map(|q| q.task.index).collect();
+        assert_eq!(idx, [1, 3]);
+        let rest: Vec<u32> = s
+            .next("e2", 9, &mut |_| true)
+            .iter()
+            .map(|q| q.task.index)
+            .collect();
+        assert_eq!(rest, [0, 2, 4]);
     }
 }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use sluice_core::config::CoordinatorConfig;
 use sluice_core::range::RANGE_KEY_BYTES_PARAM;
-use sluice_core::{InputFormat, JobId, JobSpec, JobState, TaskId, TaskKind, TaskState};
+use sluice_core::{
+    FailureKind, InputFormat, JobId, JobSpec, JobState, TaskId, TaskKind, TaskState,
+    MAX_ATTEMPTS_PARAM,
+};
 use sluice_rpc::pb::control_server::{Control, ControlServer};
 use sluice_rpc::pb::jobs_server::{Jobs, JobsServer};
 use sluice_rpc::pb::{self, *};
@@ -26,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::binaries::BinaryStore;
 use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
-use crate::state::{output_key, ExecutorEntry, Job, State};
+use crate::state::{may_run, output_key, ExecutorEntry, Job, Outcome, State};
 use crate::CoordinatorError;
 
 /// Final jobs reported to executors so they can delete shuffle files.
@@ -359,7 +362,7 @@ impl Coordinator {
                     task,
                     attempt,
                     format!("executor {id} was lost"),
-                    true,
+                    FailureKind::ExecutorLost,
                 );
             }
         }
@@ -384,6 +387,11 @@ impl Coordinator {
         }
         t.fetch_failures += 1;
         t.error = Some(r.error.clone());
+        t.record(
+            r.attempt,
+            Outcome::Failed(FailureKind::LostOutput),
+            &r.error,
+        );
         if t.fetch_failures > 2 * max {
             let _ = t.state.transition(TaskState::Failed);
             let msg = format!(
@@ -405,6 +413,9 @@ impl Coordinator {
         job.bump();
     }
 
+    /// Decides on a failed attempt by its kind: a permanent failure fails the job at once;
+    /// retryable and out-of-memory ones run again (elsewhere where possible) until the task has
+    /// used its attempts; an executor loss or cancellation runs again without counting.
     fn requeue_or_fail(
         &self,
         st: &mut State,
@@ -412,15 +423,23 @@ impl Coordinator {
         task: TaskId,
         attempt: u32,
         error: String,
-        retryable: bool,
+        kind: FailureKind,
     ) {
-        let max = self.inner.cfg.max_task_attempts;
+        let default_max = self.inner.cfg.max_task_attempts;
+        let exclude_for = self.inner.cfg.exclude_for;
         let Some(job) = st.jobs.get_mut(job_id) else {
             return;
         };
         if job.state.is_final() {
             return;
         }
+        let max = job
+            .spec
+            .params
+            .get(MAX_ATTEMPTS_PARAM)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(default_max);
         let split = match task.kind {
             TaskKind::Map => job
                 .splits
@@ -434,7 +453,18 @@ impl Coordinator {
             return;
         }
         t.error = Some(error.clone());
-        if retryable && t.attempts < max {
+        t.record(attempt, Outcome::Failed(kind), &error);
+        let executor = t.executor.clone().unwrap_or_default();
+        if kind.counts_as_attempt() {
+            t.counted_failures += 1;
+            t.failed_on.insert(executor.clone());
+        }
+        let again = match kind {
+            FailureKind::Permanent => false,
+            FailureKind::Retryable | FailureKind::OutOfMemory => t.counted_failures < max,
+            FailureKind::LostOutput | FailureKind::Cancelled | FailureKind::ExecutorLost => true,
+        };
+        if again {
             let _ = t.state.transition(TaskState::Pending);
             t.commit_attempt = None;
             job.bump();
@@ -444,9 +474,23 @@ impl Coordinator {
             });
         } else {
             let _ = t.state.transition(TaskState::Failed);
-            let n = t.attempts;
-            let msg = format!("task {task}{split} failed after {n} attempt(s): {error}");
+            let n = t.counted_failures;
+            let how = if kind == FailureKind::Permanent {
+                format!("failed with a permanent error (not retried) after {n} attempt(s)")
+            } else {
+                format!("failed after {n} attempt(s) (max_attempts {max})")
+            };
+            let msg = format!("task {task}{split} {how}: {}", t.attempts_summary());
             self.fail_job(st, job_id, JobState::Failed, Some(msg));
+        }
+        // An executor that keeps failing tasks gets none for a while; the input's own
+        // problems (permanent failures) do not count against it.
+        if matches!(kind, FailureKind::Retryable | FailureKind::OutOfMemory) {
+            if let Some(e) = st.executors.get_mut(&executor) {
+                if e.note_failure(Instant::now(), exclude_for) {
+                    warn!(executor_id = %executor, for_s = exclude_for.as_secs(), "executor excluded after repeated task failures");
+                }
+            }
         }
     }
 }
@@ -593,16 +637,8 @@ impl Control for Coordinator {
         let id = format!("exec-{}", st.next_executor);
         st.next_executor += 1;
         info!(executor_id = %id, host = %r.host, slots = r.slots, shuffle = %r.shuffle_addr, "executor registered");
-        st.executors.insert(
-            id.clone(),
-            ExecutorEntry {
-                slots: r.slots,
-                shuffle_addr: r.shuffle_addr,
-                last_seen: Instant::now(),
-                running: Default::default(),
-                disk_jobs: Default::default(),
-            },
-        );
+        st.executors
+            .insert(id.clone(), ExecutorEntry::new(r.slots, r.shuffle_addr));
         st.start_pending();
         drop(st);
         self.inner.tasks_ready.notify_waiters();
@@ -671,7 +707,15 @@ impl Control for Coordinator {
                 };
                 e.last_seen = Instant::now();
                 st.start_pending();
-                let queued = st.scheduler.next(&r.executor_id, r.free_slots as usize);
+                let State {
+                    scheduler,
+                    jobs,
+                    executors,
+                    ..
+                } = &mut *st;
+                let queued = scheduler.next(&r.executor_id, r.free_slots as usize, &mut |q| {
+                    may_run(jobs, executors, q, &r.executor_id)
+                });
                 let tasks: Vec<_> = queued
                     .iter()
                     .filter_map(|q| st.assign(q, &r.executor_id))
@@ -713,7 +757,8 @@ impl Control for Coordinator {
         }
         if !r.succeeded {
             warn!(job_id = %r.job_id, %task, attempt = r.attempt, error = %r.error, "task attempt failed");
-            self.requeue_or_fail(&mut st, &r.job_id, task, r.attempt, r.error, r.retryable);
+            let kind = FailureKind::from(r.failure());
+            self.requeue_or_fail(&mut st, &r.job_id, task, r.attempt, r.error, kind);
             drop(st);
             self.inner.tasks_ready.notify_waiters();
             return Ok(Response::new(ReportTaskResponse {}));
@@ -735,6 +780,7 @@ impl Control for Coordinator {
             return Ok(Response::new(ReportTaskResponse {})); // a stale attempt
         }
         t.error = None;
+        t.record(r.attempt, Outcome::Succeeded, "");
         t.stats = r.stats;
         let mut commit = false;
         match kind {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_core::{JobSpec, JobState, Split, StageState, TaskId, TaskKind, TaskState};
+use sluice_core::{FailureKind, JobSpec, JobState, Split, StageState, TaskId, TaskKind, TaskState};
 use sluice_rpc::pb;
 use tokio::sync::watch;
 
@@ -21,6 +21,34 @@ pub(crate) fn output_key(output: &str) -> String {
         .unwrap_or_else(|_| p.to_string())
 }
 
+/// How an attempt ended, or that it still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Running,
+    Succeeded,
+    Failed(FailureKind),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(k) => k.as_str(),
+        }
+    }
+}
+
+/// One attempt of a task: where it ran and how it ended.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRecord {
+    pub attempt: u32,
+    pub executor: String,
+    pub outcome: Outcome,
+    pub error: String,
+    pub speculative: bool,
+}
+
 /// One task across its attempts.
 #[derive(Debug)]
 pub(crate) struct TaskEntry {
@@ -33,6 +61,13 @@ pub(crate) struct TaskEntry {
     pub stats: Option<pb::Stats>,
     /// Attempts that failed because map outputs could not be fetched.
     pub fetch_failures: u32,
+    /// Failed attempts that count against `max_attempts` (not executor losses, not fetch
+    /// failures, not cancellations).
+    pub counted_failures: u32,
+    /// Executors where a counted attempt failed: the task goes elsewhere when it can.
+    pub failed_on: HashSet<String>,
+    /// Every attempt, oldest first.
+    pub history: Vec<AttemptRecord>,
 }
 
 impl TaskEntry {
@@ -45,7 +80,36 @@ impl TaskEntry {
             commit_attempt: None,
             stats: None,
             fetch_failures: 0,
+            counted_failures: 0,
+            failed_on: HashSet::new(),
+            history: Vec::new(),
         }
+    }
+
+    /// Records how attempt `attempt` ended.
+    pub fn record(&mut self, attempt: u32, outcome: Outcome, error: &str) {
+        if let Some(a) = self.history.iter_mut().rev().find(|a| a.attempt == attempt) {
+            a.outcome = outcome;
+            a.error = error.to_string();
+        }
+    }
+
+    /// Each failed attempt with its executor and error, for a job's error message.
+    pub fn attempts_summary(&self) -> String {
+        self.history
+            .iter()
+            .filter(|a| matches!(a.outcome, Outcome::Failed(_)))
+            .map(|a| {
+                format!(
+                    "attempt {} on {} ({}): {}",
+                    a.attempt,
+                    a.executor,
+                    a.outcome.as_str(),
+                    a.error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -200,6 +264,17 @@ impl Job {
                         executor_id: t.executor.clone().unwrap_or_default(),
                         attempts: t.attempts,
                         error: t.error.clone().unwrap_or_default(),
+                        history: t
+                            .history
+                            .iter()
+                            .map(|a| pb::AttemptInfo {
+                                attempt: a.attempt,
+                                executor_id: a.executor.clone(),
+                                outcome: a.outcome.as_str().to_string(),
+                                error: a.error.clone(),
+                                speculative: a.speculative,
+                            })
+                            .collect(),
                     });
                 }
             }
@@ -232,6 +307,85 @@ pub(crate) struct ExecutorEntry {
     pub running: HashSet<(String, TaskId, u32)>,
     /// Jobs whose shuffle files it reported in its last heartbeat.
     pub disk_jobs: HashSet<String>,
+    /// When recent counted task failures happened here (for exclusion).
+    pub recent_failures: std::collections::VecDeque<Instant>,
+    /// Given no tasks until then, having failed repeatedly (Spark's excludeOnFailure).
+    pub excluded_until: Option<Instant>,
+}
+
+/// Failures within [`EXCLUDE_WINDOW`] that exclude an executor.
+pub(crate) const EXCLUDE_AFTER: usize = 3;
+/// The window in which [`EXCLUDE_AFTER`] failures exclude an executor.
+pub(crate) const EXCLUDE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ExecutorEntry {
+    /// A newly registered executor.
+    pub fn new(slots: u32, shuffle_addr: String) -> Self {
+        ExecutorEntry {
+            slots,
+            shuffle_addr,
+            last_seen: Instant::now(),
+            running: HashSet::new(),
+            disk_jobs: HashSet::new(),
+            recent_failures: Default::default(),
+            excluded_until: None,
+        }
+    }
+
+    /// True while excluded.
+    pub fn excluded(&self, now: Instant) -> bool {
+        self.excluded_until.is_some_and(|t| now < t)
+    }
+
+    /// Counts a failed attempt here; returns true when it gets the executor excluded for
+    /// `exclude_for`.
+    pub fn note_failure(&mut self, now: Instant, exclude_for: std::time::Duration) -> bool {
+        self.recent_failures.push_back(now);
+        while self
+            .recent_failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > EXCLUDE_WINDOW)
+        {
+            self.recent_failures.pop_front();
+        }
+        if self.recent_failures.len() >= EXCLUDE_AFTER && !self.excluded(now) {
+            self.excluded_until = Some(now + exclude_for);
+            self.recent_failures.clear();
+            return true;
+        }
+        false
+    }
+}
+
+/// Whether executor `executor_id` should take task `q` now. An excluded executor takes nothing,
+/// and a task does not go back to an executor where it failed, as long as another live executor
+/// could take it instead (so a one-executor cluster still runs everything).
+pub(crate) fn may_run(
+    jobs: &BTreeMap<String, Job>,
+    executors: &HashMap<String, ExecutorEntry>,
+    q: &QueuedTask,
+    executor_id: &str,
+) -> bool {
+    let now = Instant::now();
+    let usable = || {
+        executors
+            .iter()
+            .filter(move |(_, e)| !e.excluded(now))
+            .map(|(id, _)| id)
+    };
+    if executors.get(executor_id).is_some_and(|e| e.excluded(now))
+        && usable().any(|id| id != executor_id)
+    {
+        return false;
+    }
+    let failed_on = jobs.get(&q.job_id).and_then(|j| match q.task.kind {
+        TaskKind::Map => j.maps.get(q.task.index as usize),
+        TaskKind::Reduce => j.reduces.get(q.task.index as usize),
+    });
+    match failed_on.map(|t| &t.failed_on) {
+        Some(f) if f.contains(executor_id) => !usable().any(|id| !f.contains(id)),
+        _ => true,
+    }
 }
 
 /// Everything the coordinator knows, behind one lock.
@@ -349,6 +503,13 @@ impl State {
         t.attempts += 1;
         t.executor = Some(executor_id.to_string());
         let attempt = t.attempts;
+        t.history.push(AttemptRecord {
+            attempt,
+            executor: executor_id.to_string(),
+            outcome: Outcome::Running,
+            error: String::new(),
+            speculative: false,
+        });
         job.bump();
         if let Some(e) = self.executors.get_mut(executor_id) {
             e.running.insert((job_id.clone(), q.task, attempt));

@@ -12,6 +12,8 @@ pub struct CoordinatorConfig {
     pub max_task_attempts: u32,
     /// An executor silent for this long is declared lost.
     pub executor_timeout: Duration,
+    /// How long an executor that failed repeatedly gets no tasks.
+    pub exclude_for: Duration,
 }
 
 impl CoordinatorConfig {
@@ -21,6 +23,7 @@ impl CoordinatorConfig {
             state_dir,
             max_task_attempts: 4,
             executor_timeout: Duration::from_secs(15),
+            exclude_for: Duration::from_secs(60),
         }
     }
 }

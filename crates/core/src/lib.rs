@@ -17,6 +17,6 @@ pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
 pub use spec::{
     InputFormat, JobSpec, OutputFormat, Split, CSV_MULTILINE_PARAM, DEFAULT_SPLIT_SIZE,
-    TASK_MEMORY_PARAM,
+    MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
 };
-pub use state::{JobState, StageState, TaskState};
+pub use state::{FailureKind, JobState, StageState, TaskState};

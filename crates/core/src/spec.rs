@@ -146,6 +146,11 @@ pub const CSV_MULTILINE_PARAM: &str = "sluice.csv.multiline";
 /// each executor sets its memory divided by its slots.
 pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
 
+/// The job parameter that sets how many attempts a task gets before the job fails
+/// (`--max-attempts`; the coordinator's default, 4, when unset). Attempts lost with their
+/// executor, or sent back because map outputs were lost, do not count.
+pub const MAX_ATTEMPTS_PARAM: &str = "sluice.max_attempts";
+
 /// A byte range `[start, end)` of one input file; it owns every line that starts inside it.
 /// Small files are combined: `rest` holds more whole files read after this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

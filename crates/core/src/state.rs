@@ -43,6 +43,54 @@ macro_rules! state_enum {
     };
 }
 
+/// Why a task attempt failed: decides what the coordinator does next, carried as this enum from
+/// the worker through gRPC to the scheduler (never a message parsed back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// I/O or a crash another attempt may not meet (a user-code panic too, as Spark retries
+    /// those): retried up to the job's `max_attempts`, on another executor where possible.
+    Retryable,
+    /// Bad input or a user error another attempt would meet again: the job fails at once.
+    Permanent,
+    /// A reduce could not fetch some map outputs: those maps run again, and the reduce after.
+    LostOutput,
+    /// The attempt ran out of memory (its worker was killed at the memory limit): retried.
+    OutOfMemory,
+    /// The job was cancelled or ended while the attempt ran: nothing to do.
+    Cancelled,
+    /// The executor running the attempt was lost: requeued, not counted against the task.
+    ExecutorLost,
+}
+
+impl FailureKind {
+    /// Wire and display name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Retryable => "retryable",
+            FailureKind::Permanent => "permanent",
+            FailureKind::LostOutput => "lost_output",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::Cancelled => "cancelled",
+            FailureKind::ExecutorLost => "executor_lost",
+        }
+    }
+
+    /// True when the attempt counts against the task's `max_attempts`.
+    pub fn counts_as_attempt(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Retryable | FailureKind::Permanent | FailureKind::OutOfMemory
+        )
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 state_enum!(
     /// Life of a job.
     JobState, "job", {

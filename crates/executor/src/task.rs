@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use sluice_core::{InputFormat, OutputFormat, Split, TaskId, TaskKind, TASK_MEMORY_PARAM};
+use sluice_core::{
+    FailureKind, InputFormat, OutputFormat, Split, TaskId, TaskKind, TASK_MEMORY_PARAM,
+};
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
 use sluice_shuffle::{fetch_partition, SegmentRef, ShuffleStore};
@@ -89,7 +91,7 @@ impl TaskEnv {
 #[derive(Debug)]
 struct TaskError {
     msg: String,
-    retryable: bool,
+    kind: FailureKind,
     /// Map outputs that could not be fetched (a reduce's fetch failure).
     lost_maps: Vec<u32>,
 }
@@ -98,14 +100,14 @@ impl TaskError {
     fn fatal(msg: impl Into<String>) -> Self {
         TaskError {
             msg: msg.into(),
-            retryable: false,
+            kind: FailureKind::Permanent,
             lost_maps: Vec::new(),
         }
     }
     fn retry(msg: impl Into<String>) -> Self {
         TaskError {
             msg: msg.into(),
-            retryable: true,
+            kind: FailureKind::Retryable,
             lost_maps: Vec::new(),
         }
     }
@@ -113,12 +115,7 @@ impl TaskError {
 
 impl From<StorageError> for TaskError {
     fn from(e: StorageError) -> Self {
-        let retryable = matches!(e, StorageError::Io { .. });
-        TaskError {
-            msg: e.to_string(),
-            retryable,
-            lost_maps: Vec::new(),
-        }
+        TaskFailure::from(e).into()
     }
 }
 
@@ -126,7 +123,7 @@ impl From<TaskFailure> for TaskError {
     fn from(f: TaskFailure) -> Self {
         TaskError {
             msg: f.message,
-            retryable: f.retryable,
+            kind: f.kind,
             lost_maps: Vec::new(),
         }
     }
@@ -136,7 +133,7 @@ impl From<WorkerError> for TaskError {
     fn from(e: WorkerError) -> Self {
         TaskError {
             msg: e.msg,
-            retryable: e.retryable,
+            kind: e.kind,
             lost_maps: Vec::new(),
         }
     }
@@ -145,9 +142,9 @@ impl From<WorkerError> for TaskError {
 impl From<Response> for TaskError {
     fn from(r: Response) -> Self {
         match r {
-            Response::Failed { message, retryable } => TaskError {
+            Response::Failed { message, kind } => TaskError {
                 msg: message,
-                retryable,
+                kind,
                 lost_maps: Vec::new(),
             },
             other => TaskError::fatal(format!("worker answered {other:?} to a different task")),
@@ -225,7 +222,12 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
         Err(e) => {
             warn!(job_id = %a.job_id, %task, attempt = a.attempt, error = %e.msg, "task failed");
             report.error = e.msg;
-            report.retryable = e.retryable;
+            let kind = if e.lost_maps.is_empty() {
+                e.kind
+            } else {
+                FailureKind::LostOutput
+            };
+            report.failure = pb::FailureKind::from(kind) as i32;
             report.lost_map_outputs = e.lost_maps;
         }
     }
@@ -482,7 +484,7 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         lost.sort_unstable();
         return Err(TaskError {
             msg: format!("cannot fetch map outputs {lost:?}: {msg}"),
-            retryable: true,
+            kind: FailureKind::Retryable,
             lost_maps: lost,
         });
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sluice_core::digest::{is_sha256_hex, to_hex};
+use sluice_core::FailureKind;
 use sluice_rpc::pb::FetchBinaryRequest;
 use sluice_rpc::ControlClient;
 use sluice_worker::protocol::{read_msg, write_msg, Request, Response};
@@ -34,7 +35,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Why a worker call failed.
 pub(crate) struct WorkerError {
     pub msg: String,
-    pub retryable: bool,
+    pub kind: FailureKind,
 }
 
 struct Proc {
@@ -112,7 +113,7 @@ impl Workers {
     async fn binary(&self, sha256: &str) -> Result<PathBuf, WorkerError> {
         let fatal = |msg: String| WorkerError {
             msg,
-            retryable: false,
+            kind: FailureKind::Permanent,
         };
         if !is_sha256_hex(sha256) {
             return Err(fatal(format!("'{sha256}' is not a SHA-256 hash")));
@@ -124,7 +125,7 @@ impl Workers {
         }
         let io = |e: std::io::Error| WorkerError {
             msg: format!("caching job binary {sha256}: {e}"),
-            retryable: true,
+            kind: FailureKind::Retryable,
         };
         tokio::fs::create_dir_all(&self.bin_dir).await.map_err(io)?;
         let tmp = path.with_extension("part");
@@ -138,13 +139,13 @@ impl Workers {
             .await
             .map_err(|s| WorkerError {
                 msg: format!("fetching job binary {sha256}: {}", s.message()),
-                retryable: true,
+                kind: FailureKind::Retryable,
             })?
             .into_inner();
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.message().await.map_err(|s| WorkerError {
             msg: format!("fetching job binary {sha256}: {}", s.message()),
-            retryable: true,
+            kind: FailureKind::Retryable,
         })? {
             hasher.update(&chunk.data);
             file.write_all(&chunk.data).await.map_err(io)?;
@@ -183,7 +184,7 @@ impl Workers {
         }
         let fail = |msg: String| WorkerError {
             msg,
-            retryable: true,
+            kind: FailureKind::Retryable,
         };
         tokio::fs::create_dir_all(&self.sock_dir)
             .await
@@ -234,7 +235,7 @@ impl Workers {
                     binary.display(),
                     tail.join(" | ")
                 ),
-                retryable: false,
+                kind: FailureKind::Permanent,
             });
         }
         info!(
@@ -266,7 +267,7 @@ impl Workers {
     ) -> Result<(Child, Option<WorkerCgroup>), WorkerError> {
         let fail = |msg: String| WorkerError {
             msg,
-            retryable: true,
+            kind: FailureKind::Retryable,
         };
         loop {
             let cgroup = match (&self.cgroups, self.memory_limit) {
@@ -369,16 +370,20 @@ impl Workers {
         let Some(mut p) = proc else {
             return WorkerError {
                 msg: format!("worker of job {job_id} went away during {what}: {detail}"),
-                retryable: true,
+                kind: FailureKind::Retryable,
             };
         };
+        let mut kind = FailureKind::Retryable;
         let status = match tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await {
             Ok(Ok(s)) => match (s.signal(), s.code(), p.cgroup.as_ref()) {
-                (Some(9), _, Some(cg)) if cg.oom_killed() => format!(
+                (Some(9), _, Some(cg)) if cg.oom_killed() => {
+                    kind = FailureKind::OutOfMemory;
+                    format!(
                     "was killed by signal 9 (SIGKILL): it exceeded its memory limit of {} (cgroup {})",
-                    human_bytes(cg.limit()),
-                    cg.dir().display()
-                ),
+                        human_bytes(cg.limit()),
+                        cg.dir().display()
+                    )
+                }
                 (Some(sig), _, _) => {
                     format!("was killed by signal {sig} ({})", signal_name(sig))
                 }
@@ -403,7 +408,7 @@ impl Workers {
             msg: format!(
                 "worker process of job {job_id} {status} during {what}; last stderr lines: {tail}"
             ),
-            retryable: true,
+            kind,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_core::{InputFormat, JobSpec, OutputFormat, Split};
+use sluice_core::{FailureKind, InputFormat, JobSpec, OutputFormat, Split};
 use tonic::transport::{Channel, Endpoint};
 
 /// Generated protobuf messages and gRPC services of package `sluice.v1`.
@@ -92,6 +92,34 @@ pub async fn shuffle_client(addr: &str) -> Result<ShuffleClient<Channel>, RpcErr
         ShuffleClient::new(connect("executor shuffle service", addr).await?)
             .max_decoding_message_size(64 << 20),
     )
+}
+
+impl From<FailureKind> for pb::FailureKind {
+    fn from(k: FailureKind) -> Self {
+        match k {
+            FailureKind::Retryable => pb::FailureKind::Retryable,
+            FailureKind::Permanent => pb::FailureKind::Permanent,
+            FailureKind::LostOutput => pb::FailureKind::LostOutput,
+            FailureKind::OutOfMemory => pb::FailureKind::OutOfMemory,
+            FailureKind::Cancelled => pb::FailureKind::Cancelled,
+            FailureKind::ExecutorLost => pb::FailureKind::ExecutorLost,
+        }
+    }
+}
+
+/// The failure kind of a report; an executor that sent none (an older one) is taken as
+/// retryable, the cautious reading.
+impl From<pb::FailureKind> for FailureKind {
+    fn from(k: pb::FailureKind) -> Self {
+        match k {
+            pb::FailureKind::Unspecified | pb::FailureKind::Retryable => FailureKind::Retryable,
+            pb::FailureKind::Permanent => FailureKind::Permanent,
+            pb::FailureKind::LostOutput => FailureKind::LostOutput,
+            pb::FailureKind::OutOfMemory => FailureKind::OutOfMemory,
+            pb::FailureKind::Cancelled => FailureKind::Cancelled,
+            pb::FailureKind::ExecutorLost => FailureKind::ExecutorLost,
+        }
+    }
 }
 
 impl From<&JobSpec> for pb::JobSpec {

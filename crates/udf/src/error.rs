@@ -27,6 +27,9 @@ pub enum UdfError {
     /// User code reported an error (a batch mapper or reducer).
     #[error("{0}")]
     User(String),
+    /// The map function panicked on a record, named by its file and position.
+    #[error("{0}")]
+    Panicked(String),
     /// Output from the sink failed.
     #[error("{0}")]
     Sink(String),

@@ -227,6 +227,47 @@ pub const CSV_FLEXIBLE_PARAM: &str = "sluice.csv.flexible";
 /// The user counter of records skipped because they did not parse.
 pub const SKIPPED_RECORDS_COUNTER: &str = "skipped_bad_records";
 
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Calls the map function on one record. A panic fails the task naming the record's file and
+/// position (`unit` is "byte" or "row"), or, when the job skips bad records, skips the record,
+/// keeps it in `_bad_records/` and counts it: a record that crashes the function is as bad as
+/// one that does not parse.
+#[allow(clippy::too_many_arguments)]
+fn map_guarded<R: ?Sized>(
+    f: &mut impl FnMut(&R),
+    row: &R,
+    ctx: &TaskContext,
+    skipped: &std::cell::Cell<u64>,
+    file: &str,
+    unit: &str,
+    at: u64,
+    raw: &str,
+) -> Result<(), UdfError> {
+    let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(row))) else {
+        return Ok(());
+    };
+    let msg = panic_message(p.as_ref());
+    if ctx.param(BAD_RECORDS_PARAM) == Some("skip") {
+        skipped.set(skipped.get() + 1);
+        ctx.keep_bad_record(file, at, format!("the map function panicked: {msg}"), raw);
+        return Ok(());
+    }
+    Err(UdfError::Panicked(format!(
+        "{file}: the map function panicked on the record at {unit} {at}: {msg}; fix the function \
+         or pass --param {BAD_RECORDS_PARAM}=skip to skip and count such records"
+    )))
+}
+
 fn where_(ctx: &TaskContext) -> String {
     match ctx.split() {
         Some(s) => s.path.clone(),
@@ -241,9 +282,24 @@ impl Input for str {
         f: F,
     ) -> Result<u64, UdfError> {
         match input {
-            MapInput::Text { text, .. } => {
-                text.lines().for_each(f);
-                Ok(0)
+            MapInput::Text {
+                text,
+                offset,
+                files,
+                ..
+            } => {
+                let mut f = f;
+                let origin = Origin::new(ctx, offset, files);
+                let skipped = std::cell::Cell::new(0);
+                let mut pos = 0usize;
+                for line in text.split_inclusive('\n') {
+                    let body = line.strip_suffix('\n').unwrap_or(line);
+                    let body = body.strip_suffix('\r').unwrap_or(body);
+                    let (_, path, at) = origin.at(pos);
+                    map_guarded(&mut f, body, ctx, &skipped, path, "byte", at, body)?;
+                    pos += line.len();
+                }
+                Ok(skipped.get())
             }
             MapInput::Batches(_) => Err(UdfError::Input(format!(
                 "{}: the job's mapper reads text lines (type In = str) but the input is columnar (Parquet or Arrow); \
@@ -270,30 +326,29 @@ impl<T: DeserializeOwned> Input for T {
         mut f: F,
     ) -> Result<u64, UdfError> {
         let skip = ctx.param(BAD_RECORDS_PARAM) == Some("skip");
-        let mut skipped = 0u64;
+        let skipped = std::cell::Cell::new(0u64);
         // Skipping counts the record; otherwise the task fails naming it.
-        let mut bad =
-            |file: &str, offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
-                if skip {
-                    skipped += 1;
-                    ctx.keep_bad_record(
-                        file,
-                        offset,
-                        format!(
-                            "cannot read the {what} record as {}: {e}",
-                            std::any::type_name::<T>()
-                        ),
-                        raw,
-                    );
-                    return Ok(());
-                }
-                Err(UdfError::Input(format!(
-                    "{file}: cannot read the {what} record at byte {offset} as {}: {e}; \
+        let bad = |file: &str, offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
+            if skip {
+                skipped.set(skipped.get() + 1);
+                ctx.keep_bad_record(
+                    file,
+                    offset,
+                    format!(
+                        "cannot read the {what} record as {}: {e}",
+                        std::any::type_name::<T>()
+                    ),
+                    raw,
+                );
+                return Ok(());
+            }
+            Err(UdfError::Input(format!(
+                "{file}: cannot read the {what} record at byte {offset} as {}: {e}; \
                  check --input-format and the job's input type, or pass \
                  --param {BAD_RECORDS_PARAM}=skip to skip and count such records",
-                    std::any::type_name::<T>()
-                )))
-            };
+                std::any::type_name::<T>()
+            )))
+        };
         match input {
             MapInput::Text {
                 format: InputFormat::Text,
@@ -330,7 +385,7 @@ impl<T: DeserializeOwned> Input for T {
                         .trim_end_matches(['\n', '\r']);
                     let (file, path, at) = origin.at(start);
                     match read {
-                        Ok(false) => return Ok(skipped),
+                        Ok(false) => return Ok(skipped.get()),
                         Ok(true) => match columns {
                             Some(n) if record.len() != n => bad(
                                 path,
@@ -349,7 +404,9 @@ impl<T: DeserializeOwned> Input for T {
                                     record.push_field(p.value.as_deref().unwrap_or(""));
                                 }
                                 match record.deserialize::<T>(None) {
-                                    Ok(row) => f(&row),
+                                    Ok(row) => map_guarded(
+                                        &mut f, &row, ctx, &skipped, path, "byte", at, raw,
+                                    )?,
                                     Err(e) => bad(path, at, "CSV", &e, raw)?,
                                 }
                             }
@@ -385,13 +442,15 @@ impl<T: DeserializeOwned> Input for T {
                             })
                         };
                         match row {
-                            Ok(row) => f(&row),
+                            Ok(row) => {
+                                map_guarded(&mut f, &row, ctx, &skipped, path, "byte", at, body)?
+                            }
                             Err(e) => bad(path, at, "JSON", &e, body)?,
                         }
                     }
                     pos += line.len();
                 }
-                Ok(skipped)
+                Ok(skipped.get())
             }
             MapInput::Batches(batches) => {
                 let mut row0 = 0u64;
@@ -405,10 +464,14 @@ impl<T: DeserializeOwned> Input for T {
                             std::any::type_name::<T>()
                         ))
                     })?;
-                    rows.iter().for_each(&mut f);
+                    let file = where_(ctx);
+                    for (i, row) in rows.iter().enumerate() {
+                        let at = row0 + i as u64;
+                        map_guarded(&mut f, row, ctx, &skipped, &file, "row", at, "")?;
+                    }
                     row0 += b.num_rows() as u64;
                 }
-                Ok(0)
+                Ok(skipped.get())
             }
         }
     }
@@ -507,6 +570,55 @@ mod tests {
         let text = "{\"store\":\"a\",\"amount\":1}\n{\"store\":\"b\"}\n";
         let e = collect::<Sale>(MapInput::text(text, InputFormat::Jsonl, 0)).unwrap_err();
         assert!(e.to_string().contains("byte 25"), "{e}");
+    }
+
+    #[test]
+    fn a_record_the_function_panics_on_is_named_or_skipped() {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            n: i64,
+        }
+        let text = "{\"n\":1}\n{\"n\":-7}\n{\"n\":3}\n";
+        let mut sum = 0;
+        let mut f = |r: &Row| {
+            assert!(r.n >= 0, "negative n");
+            sum += r.n;
+        };
+        let err = Row::for_each_record(
+            MapInput::text(text, InputFormat::Jsonl, 100),
+            &TaskContext::default(),
+            &mut f,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, UdfError::Panicked(_)), "{msg}");
+        assert!(
+            msg.contains("at byte 108") && msg.contains("negative n"),
+            "{msg}"
+        );
+        let ctx = TaskContext::default().with_param(BAD_RECORDS_PARAM, "skip");
+        sum = 0;
+        let skipped = Row::for_each_record(
+            MapInput::text(text, InputFormat::Jsonl, 100),
+            &ctx,
+            |r: &Row| {
+                assert!(r.n >= 0, "negative n");
+                sum += r.n;
+            },
+        )
+        .unwrap();
+        assert_eq!((skipped, sum), (1, 4));
+        let kept = ctx.take_bad_records();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (kept[0].offset, kept[0].record.as_str()),
+            (108, "{\"n\":-7}")
+        );
+        assert!(
+            kept[0].error.contains("panicked: negative n"),
+            "{:?}",
+            kept[0]
+        );
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
 pub use context::{BadRecord, Counters, TaskContext, MAX_KEPT_BAD_RECORDS};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
-pub use input::{Input, MapInput, BAD_RECORDS_PARAM, CSV_FLEXIBLE_PARAM, SKIPPED_RECORDS_COUNTER};
+pub use input::{
+    panic_message, Input, MapInput, BAD_RECORDS_PARAM, CSV_FLEXIBLE_PARAM, SKIPPED_RECORDS_COUNTER,
+};
 pub use job::{
     shuffle_schema, IterInput, Job, JobDef, JobDefaults, MapOutput, ReduceCounts, ReduceInput,
 };

@@ -105,8 +105,8 @@ pub enum Response {
     Failed {
         /// What went wrong, naming the task's input.
         message: String,
-        /// Whether another attempt could succeed.
-        retryable: bool,
+        /// What kind of failure (whether another attempt runs).
+        kind: sluice_core::FailureKind,
     },
 }
 

@@ -93,7 +93,7 @@ fn handle(conn: UnixStream, registry: &Registry) -> std::io::Result<()> {
             Ok(r) => r,
             Err(f) => Response::Failed {
                 message: f.message,
-                retryable: f.retryable,
+                kind: f.kind,
             },
         };
         write_msg(&mut w, &resp)?;

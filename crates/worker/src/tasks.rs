@@ -3,29 +3,32 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use sluice_core::{InputFormat, OutputFormat, Split, CSV_MULTILINE_PARAM, TASK_MEMORY_PARAM};
+use sluice_core::{
+    FailureKind, InputFormat, OutputFormat, Split, CSV_MULTILINE_PARAM, TASK_MEMORY_PARAM,
+};
 use sluice_shuffle::{reduce_fan_in, Combine, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
     read_arrow_split, read_parquet_split, read_split, Compression, Filter, OutputOptions,
     StorageError, TaskWriter, WrittenFile, PARTITION_BY_PARAM,
 };
-use sluice_udf::{Counters, Job, MapInput, ReduceInput, TaskContext, UdfError};
+use sluice_udf::{panic_message, Counters, Job, MapInput, ReduceInput, TaskContext, UdfError};
 
-/// Why a task attempt failed, and whether another attempt could succeed.
+/// Why a task attempt failed, and what kind of failure it is (which decides whether another
+/// attempt runs).
 #[derive(Debug, Clone)]
 pub struct TaskFailure {
     /// What went wrong, naming the input.
     pub message: String,
-    /// False for bad input or user-code errors; true for I/O that may pass on retry.
-    pub retryable: bool,
+    /// The kind the coordinator acts on.
+    pub kind: FailureKind,
 }
 
 impl TaskFailure {
-    /// A failure another attempt cannot fix.
+    /// A failure another attempt cannot fix (bad input, a user error).
     pub fn fatal(message: impl Into<String>) -> Self {
         TaskFailure {
             message: message.into(),
-            retryable: false,
+            kind: FailureKind::Permanent,
         }
     }
 
@@ -33,43 +36,41 @@ impl TaskFailure {
     pub fn retry(message: impl Into<String>) -> Self {
         TaskFailure {
             message: message.into(),
-            retryable: true,
+            kind: FailureKind::Retryable,
         }
     }
 }
 
 impl From<StorageError> for TaskFailure {
     fn from(e: StorageError) -> Self {
-        let retryable = matches!(e, StorageError::Io { .. });
+        let kind = if matches!(e, StorageError::Io { .. }) {
+            FailureKind::Retryable
+        } else {
+            FailureKind::Permanent
+        };
         TaskFailure {
             message: e.to_string(),
-            retryable,
+            kind,
         }
     }
 }
 
 impl From<UdfError> for TaskFailure {
     fn from(e: UdfError) -> Self {
-        TaskFailure::fatal(e.to_string())
+        match e {
+            // A panic may not recur (Spark retries them too); one that does is named by record.
+            UdfError::Panicked(_) => TaskFailure::retry(e.to_string()),
+            _ => TaskFailure::fatal(e.to_string()),
+        }
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
-/// Runs user code, turning a panic into a failed attempt.
+/// Runs user code, turning a panic into a failed attempt (retried, as the panic may not recur).
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, TaskFailure>) -> Result<T, TaskFailure> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        Err(TaskFailure::fatal(format!(
+        Err(TaskFailure::retry(format!(
             "user code panicked in {what}: {}",
-            panic_message(p)
+            panic_message(p.as_ref())
         )))
     })
 }

@@ -7,6 +7,8 @@
 //! file into its scratch directory. `sales` reads typed records (`store`, `cents`) from CSV with
 //! a header or from Parquet, and sums cents by store: the engine's handling of bad input records
 //! (wrong field count, a field that does not parse, a corrupt file) shows through it.
+//! `poison` counts line lengths as `lines` does but panics on every line holding `POISON`, on
+//! every attempt: the record that kills the function must be named, or skipped.
 
 // The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
 #![allow(unsafe_code)]
@@ -24,6 +26,7 @@ enum Fault {
     Oom,
     Segv,
     Flaky,
+    Poison,
     None,
 }
 
@@ -74,6 +77,12 @@ impl Mapper for Faulty {
                     Err(e) => panic!("{e}"),
                 };
                 out.emit(line.len() as u64 % modulo, 1);
+            }
+            Fault::Poison => {
+                if line.contains("POISON") {
+                    panic!("faulty job: poisoned record {line:?}");
+                }
+                out.emit(line.len() as u64, 1)
             }
             Fault::None => out.emit(line.len() as u64, 1),
         }
@@ -180,6 +189,7 @@ fn main() -> ExitCode {
         ("oom", Fault::Oom),
         ("segv", Fault::Segv),
         ("flaky", Fault::Flaky),
+        ("poison", Fault::Poison),
         ("lines", Fault::None),
     ] {
         jobs.register(JobDef::new(name, Faulty(fault), Count).with_combiner(SumCombiner));

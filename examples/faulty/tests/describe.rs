@@ -16,6 +16,7 @@ fn describes_its_jobs() {
             "lines",
             "oom",
             "panic",
+            "poison",
             "sales",
             "sales-by-region",
             "segv"
