@@ -526,3 +526,68 @@ impl State {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            job: "wordcount".into(),
+            inputs: vec!["in".into()],
+            output: "out".into(),
+            format: Default::default(),
+            input_format: Default::default(),
+            split_size: 1 << 20,
+            reducers: None,
+            overwrite: false,
+            params: BTreeMap::new(),
+            binary: None,
+        }
+    }
+
+    #[test]
+    fn an_executor_failing_repeatedly_is_excluded_for_a_while() {
+        let mut e = ExecutorEntry::new(1, String::new());
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert!(!e.note_failure(t0, hour));
+        assert!(!e.note_failure(t0 + Duration::from_secs(1), hour));
+        assert!(e.note_failure(t0 + Duration::from_secs(2), hour));
+        assert!(e.excluded(t0 + Duration::from_secs(3)));
+        assert!(!e.excluded(t0 + hour + Duration::from_secs(3)));
+        // Failures spread wider than the window do not add up.
+        let mut e = ExecutorEntry::new(1, String::new());
+        for i in 0..5 {
+            assert!(!e.note_failure(t0 + EXCLUDE_WINDOW * (i + 1) * 2, hour));
+        }
+    }
+
+    #[test]
+    fn a_task_avoids_executors_it_failed_on_unless_none_other_is_left() {
+        let mut jobs = BTreeMap::new();
+        let mut job = Job::new("j".into(), spec(), vec![Split::default(); 2]);
+        job.maps[0].failed_on.insert("e1".into());
+        jobs.insert("j".to_string(), job);
+        let mut executors = HashMap::new();
+        executors.insert("e1".to_string(), ExecutorEntry::new(1, String::new()));
+        let q = |i| QueuedTask {
+            job_id: "j".into(),
+            task: TaskId::map(i),
+        };
+        // Alone, e1 runs it anyway.
+        assert!(may_run(&jobs, &executors, &q(0), "e1"));
+        executors.insert("e2".to_string(), ExecutorEntry::new(1, String::new()));
+        assert!(!may_run(&jobs, &executors, &q(0), "e1"));
+        assert!(may_run(&jobs, &executors, &q(0), "e2"));
+        assert!(may_run(&jobs, &executors, &q(1), "e1"));
+        // An excluded executor takes nothing while another can.
+        executors.get_mut("e2").unwrap().excluded_until =
+            Some(Instant::now() + Duration::from_secs(60));
+        assert!(!may_run(&jobs, &executors, &q(1), "e2"));
+        // Once e2 is excluded, e1 is the only usable one and gets the task back.
+        assert!(may_run(&jobs, &executors, &q(0), "e1"));
+    }
+}
