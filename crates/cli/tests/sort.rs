@@ -5,42 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_testkit::{path_str as s, read_manifest, sluice, Cluster, CmdOutput};
+use sluice_testkit::{
+    generate_sort_records, path_str as s, read_manifest, sluice, Cluster, CmdOutput,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// Writes `n` records over `files` files; with `skew`, that percentage of them share one key.
 fn records(dir: &Path, n: u64, files: u64, seed: u64, skew: u64) -> Vec<String> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut x = seed;
-    let mut next = move || {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut all = Vec::new();
-    for f in 0..files {
-        let mut text = String::new();
-        for i in (f * n / files)..((f + 1) * n / files) {
-            let key: String = if next() % 100 < skew {
-                "HOT~KEY~~~".to_string()
-            } else {
-                (0..10)
-                    .map(|_| (b'!' + (next() % 94) as u8) as char)
-                    .collect()
-            };
-            let fill = (b'A' + (i % 26) as u8) as char;
-            let line = format!("{key} {i:010} {}", fill.to_string().repeat(77));
-            assert_eq!(line.len(), 99);
-            text.push_str(&line);
-            text.push('\n');
-            all.push(line);
-        }
-        std::fs::write(dir.join(format!("part-{f}.txt")), text).unwrap();
-    }
-    all
+    generate_sort_records(dir, n, files, seed, skew)
 }
 
 /// `sluice run sort-validate` of the sort of `input` into `out`.

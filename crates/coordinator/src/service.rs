@@ -402,9 +402,16 @@ impl Coordinator {
             return;
         }
         let _ = t.state.transition(TaskState::Pending);
-        warn!(job_id = %r.job_id, %task, maps = ?r.lost_map_outputs, "map outputs lost; recomputing them");
-        for &m in &r.lost_map_outputs {
-            job.lose_map_output(m as usize, st.scheduler.as_mut());
+        let maps: Vec<u32> = r.lost_outputs.iter().map(|l| l.map_index).collect();
+        warn!(job_id = %r.job_id, %task, ?maps, "map outputs lost; recomputing them");
+        for l in &r.lost_outputs {
+            // Several reduces report one loss: only the output they were given is lost, not
+            // one recomputed since.
+            let m = l.map_index as usize;
+            let current = job.map_outputs.get(m).and_then(|o| o.as_ref());
+            if current.is_some_and(|o| o.attempt == l.attempt) {
+                job.lose_map_output(m, st.scheduler.as_mut());
+            }
         }
         if job.maps_complete() {
             // Every lost output was recomputed already: run the reduce again now.
@@ -749,7 +756,7 @@ impl Control for Coordinator {
             e.last_seen = Instant::now();
             e.shuffle_addr.clone()
         });
-        if !r.succeeded && kind == TaskKind::Reduce && !r.lost_map_outputs.is_empty() {
+        if !r.succeeded && kind == TaskKind::Reduce && !r.lost_outputs.is_empty() {
             self.fetch_failed(&mut st, &r, task);
             drop(st);
             self.inner.tasks_ready.notify_waiters();

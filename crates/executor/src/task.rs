@@ -93,7 +93,7 @@ struct TaskError {
     msg: String,
     kind: FailureKind,
     /// Map outputs that could not be fetched (a reduce's fetch failure).
-    lost_maps: Vec<u32>,
+    lost_maps: Vec<MapOutputLocation>,
 }
 
 impl TaskError {
@@ -228,7 +228,7 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
                 FailureKind::LostOutput
             };
             report.failure = pb::FailureKind::from(kind) as i32;
-            report.lost_map_outputs = e.lost_maps;
+            report.lost_outputs = e.lost_maps;
         }
     }
     let mut control = env.control.clone();
@@ -458,16 +458,15 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     let fetches = a.map_outputs.iter().cloned().map(|loc| {
         let (env, job_id, dir) = (env.clone(), a.job_id.clone(), fetch_dir.clone());
         async move {
-            (
-                loc.map_index,
-                fetch_one(&env, &job_id, &loc, partition, &dir).await,
-            )
+            let r = fetch_one(&env, &job_id, &loc, partition, &dir).await;
+            (loc, r)
         }
     });
-    let fetched: Vec<(u32, Result<SegmentRef, TaskError>)> = futures::stream::iter(fetches)
-        .buffer_unordered(FETCH_CONCURRENCY)
-        .collect()
-        .await;
+    let fetched: Vec<(MapOutputLocation, Result<SegmentRef, TaskError>)> =
+        futures::stream::iter(fetches)
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
     let mut segments = Vec::with_capacity(fetched.len());
     let mut lost = Vec::new();
     let mut first_err = None;
@@ -481,9 +480,10 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
         }
     }
     if let Some(msg) = first_err {
-        lost.sort_unstable();
+        lost.sort_unstable_by_key(|l| l.map_index);
+        let maps: Vec<u32> = lost.iter().map(|l| l.map_index).collect();
         return Err(TaskError {
-            msg: format!("cannot fetch map outputs {lost:?}: {msg}"),
+            msg: format!("cannot fetch map outputs {maps:?}: {msg}"),
             kind: FailureKind::Retryable,
             lost_maps: lost,
         });

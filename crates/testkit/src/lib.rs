@@ -523,6 +523,65 @@ impl Daemon {
     }
 }
 
+/// Sends `SIGNAL` (a name such as `STOP`) to `pid` with kill(1).
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
+/// Writes `n` TeraSort-like records (10 printable key bytes, a record number, filler; 99 bytes
+/// and a newline) over `files` files `part-F.txt` in `dir`, from `seed`; with `skew`, that
+/// percentage of them share one key. Returns the records.
+pub fn generate_sort_records(dir: &Path, n: u64, files: u64, seed: u64, skew: u64) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let mut rng = SplitMix(seed);
+    let mut all = Vec::new();
+    for f in 0..files {
+        let mut text = String::new();
+        for i in (f * n / files)..((f + 1) * n / files) {
+            let key: String = if rng.next() % 100 < skew {
+                "HOT~KEY~~~".to_string()
+            } else {
+                (0..10)
+                    .map(|_| (b'!' + (rng.next() % 94) as u8) as char)
+                    .collect()
+            };
+            let fill = (b'A' + (i % 26) as u8) as char;
+            let line = format!("{key} {i:010} {}", fill.to_string().repeat(77));
+            text.push_str(&line);
+            text.push('\n');
+            all.push(line);
+        }
+        let p = dir.join(format!("part-{f}.txt"));
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+    }
+    all
+}
+
+/// A small seeded generator (SplitMix64) for tests that pick moments and victims at random
+/// but must replay from their seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
 /// A coordinator and executors, each a separate `sluice` process on 127.0.0.1; dropping it
 /// kills and reaps every process and removes their directories.
 pub struct Cluster {
@@ -712,6 +771,43 @@ impl Cluster {
     /// Kills executor `i` (SIGKILL, as a crash) and reaps it.
     pub fn kill_executor(&mut self, i: usize) {
         self.executors[i].stop();
+    }
+
+    /// True while executor `i` runs (it was not killed and did not exit).
+    pub fn executor_running(&mut self, i: usize) -> bool {
+        matches!(self.executors[i].child.try_wait(), Ok(None))
+    }
+
+    /// Stops executor `i` with SIGSTOP (a straggler: it holds its tasks and sends nothing).
+    pub fn pause_executor(&self, i: usize) {
+        signal(self.executors[i].child.id(), "STOP");
+    }
+
+    /// Lets executor `i` go on after [`Cluster::pause_executor`] (SIGCONT).
+    pub fn resume_executor(&self, i: usize) {
+        signal(self.executors[i].child.id(), "CONT");
+    }
+
+    /// Deletes the output files of map `map` of job `job_id` from every executor's shuffle
+    /// directory, as a lost disk would; returns how many files went.
+    pub fn drop_map_output(&self, job_id: &str, map: u32) -> usize {
+        let prefix = format!("map-{map:05}-");
+        let mut n = 0;
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let job_dir = e.path().join("shuffle").join(job_id);
+            for f in std::fs::read_dir(&job_dir).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let output = name.ends_with(".data") || name.ends_with(".index");
+                if name.starts_with(&prefix) && output && std::fs::remove_file(f.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// `sluice status JOB --json`, parsed.
