@@ -542,11 +542,11 @@ pub fn generate_sort_records(dir: &Path, n: u64, files: u64, seed: u64, skew: u6
     for f in 0..files {
         let mut text = String::new();
         for i in (f * n / files)..((f + 1) * n / files) {
-            let key: String = if rng.next() % 100 < skew {
+            let key: String = if rng.next_u64() % 100 < skew {
                 "HOT~KEY~~~".to_string()
             } else {
                 (0..10)
-                    .map(|_| (b'!' + (rng.next() % 94) as u8) as char)
+                    .map(|_| (b'!' + (rng.next_u64() % 94) as u8) as char)
                     .collect()
             };
             let fill = (b'A' + (i % 26) as u8) as char;
@@ -568,7 +568,7 @@ pub struct SplitMix(pub u64);
 
 impl SplitMix {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -578,7 +578,7 @@ impl SplitMix {
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
