@@ -15,6 +15,13 @@ use sluice_testkit::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// The tests of this file run one at a time: each starts its own cluster, and the straggler
+/// test compares times, which two clusters sharing the cores would distort.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The part files under `out` (not `_SUCCESS`, `_bad_records/` or hidden files), relative.
 fn files_on_disk(out: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, acc: &mut BTreeSet<String>) {
@@ -87,6 +94,7 @@ fn wait_until(
 
 #[test]
 fn a_deleted_map_output_reruns_exactly_that_map() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     let out = tmp.path().join("out");
@@ -208,6 +216,7 @@ fn run_with_a_kill(
 
 #[test]
 fn wordcount_and_sort_are_exact_with_executors_killed_at_random_moments() {
+    let _serial = one_at_a_time();
     let iterations: u64 = std::env::var("CHAOS_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -317,4 +326,105 @@ fn wordcount_and_sort_are_exact_with_executors_killed_at_random_moments() {
         assert!(v.success(), "{context}: sort output invalid: {}", v.stderr);
         assert_manifest_exact(&out, &context);
     }
+}
+
+#[test]
+fn a_stopped_executor_is_outrun_by_speculation() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let files = generate_text(BIN, &corpus, "96MiB", 12, 31);
+    let want = reference_counts(&files);
+    // The default executor timeout (15 s) outlasts the job: only speculation can finish it.
+    let cluster = Cluster::start(BIN, 3, 1).expect("cluster starts");
+    let args = |out: &Path| {
+        let out = s(out).to_string();
+        [
+            "--input",
+            s(&corpus),
+            "--output",
+            &out,
+            "--split-size",
+            "8MiB",
+            "--reducers",
+            "3",
+        ]
+        .into_iter()
+        .chain(["--format", "tsv"])
+        .map(str::to_string)
+        .collect::<Vec<String>>()
+    };
+    // The clean time: the median of three runs on the same cluster.
+    let mut clean: Vec<f64> = (0..3)
+        .map(|i| {
+            let mut a: Vec<String> = args(&tmp.path().join(format!("clean-{i}")));
+            a.extend(["--wait".into(), "--json".into()]);
+            let r = cluster.submit(
+                "wordcount",
+                &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+            assert!(r.success(), "{}", r.stderr);
+            r.stdout_json()["elapsed_s"].as_f64().unwrap()
+        })
+        .collect();
+    clean.sort_by(f64::total_cmp);
+    let clean_s = clean[1];
+
+    let out = tmp.path().join("straggler");
+    let a = args(&out);
+    let r = cluster.submit(
+        "wordcount",
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    r.assert_success();
+    let job_id = r.stdout.trim().to_string();
+    let victim = cluster.executor_ids()[2].clone();
+    // Stop the victim while it runs its first map (before it holds any map output, which a
+    // stopped process could not serve to the reducers).
+    let st = wait_until(&cluster, &job_id, 30, "a map running on the victim", |st| {
+        let tasks = st["tasks"].as_array().unwrap();
+        let on = |state: &str| {
+            tasks
+                .iter()
+                .any(|t| t["executor_id"] == victim.as_str() && t["state"] == state)
+        };
+        on("running") && !on("succeeded")
+    });
+    cluster.pause_executor(2);
+    let stuck = st["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["executor_id"] == victim.as_str() && t["state"] == "running")
+        .unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = cluster.wait_for_job(&job_id, Duration::from_secs(60));
+    cluster.resume_executor(2);
+    assert_eq!(
+        st["state"],
+        "succeeded",
+        "{}\n{}",
+        st["error"],
+        cluster.logs()
+    );
+    assert_counts_eq(&read_tsv_counts(&out), &want, "with a straggler");
+    assert_manifest_exact(&out, "with a straggler");
+    let took = st["elapsed_s"].as_f64().unwrap();
+    assert!(
+        took < 2.0 * clean_s,
+        "with a stopped executor the job took {took:.2} s, more than twice the clean {clean_s:.2} s"
+    );
+    // The stuck task finished through its speculative copy, elsewhere; counted once.
+    let t = task(&st, &stuck);
+    let history = t["history"].as_array().unwrap();
+    let copy = history
+        .iter()
+        .find(|a| a["speculative"] == true)
+        .unwrap_or_else(|| panic!("no speculative attempt of {stuck}: {t}"));
+    assert_eq!(copy["outcome"], "succeeded", "{t}");
+    assert_ne!(copy["executor_id"], victim.as_str(), "{t}");
+    assert_eq!(history[0]["outcome"], "killed", "{t}");
+    eprintln!("clean {clean:.2?} s, with a stopped executor {took:.2} s");
 }

@@ -11,6 +11,8 @@ pub struct QueuedTask {
     pub job_id: String,
     /// Which task.
     pub task: TaskId,
+    /// A second attempt of a straggler, run beside the first (speculation).
+    pub speculative: bool,
 }
 
 /// A queueing policy.
@@ -90,6 +92,7 @@ mod tests {
         for (j, i) in [("a", 0), ("b", 0), ("a", 1)] {
             s.enqueue(QueuedTask {
                 job_id: j.into(),
+                speculative: false,
                 task: TaskId {
                     kind: TaskKind::Map,
                     index: i,
@@ -109,6 +112,7 @@ mod tests {
         for i in 0..5 {
             s.enqueue(QueuedTask {
                 job_id: "a".into(),
+                speculative: false,
                 task: TaskId {
                     kind: TaskKind::Map,
                     index: i,

@@ -370,6 +370,15 @@ impl Coordinator {
         self.inner.tasks_ready.notify_waiters();
     }
 
+    /// Queues speculative copies of stragglers, waking executors that wait for tasks.
+    pub fn speculate(&self) {
+        let queued = self.lock().speculate(Instant::now());
+        if queued > 0 {
+            info!(queued, "speculative copies of straggling tasks queued");
+            self.inner.tasks_ready.notify_waiters();
+        }
+    }
+
     /// A reduce could not fetch some map outputs: recompute them (Spark's FetchFailed) and
     /// send the reduce back to pending; it runs again once every output exists. This does not
     /// count against the reduce's attempts, up to a bound that stops a job looping forever.
@@ -382,9 +391,10 @@ impl Coordinator {
             return;
         }
         let Some(t) = job.task_mut(task) else { return };
-        if t.attempts != r.attempt || t.state != TaskState::Running {
+        if !t.is_live(r.attempt) {
             return;
         }
+        t.live.remove(&r.attempt);
         t.fetch_failures += 1;
         t.error = Some(r.error.clone());
         t.record(
@@ -401,7 +411,11 @@ impl Coordinator {
             self.fail_job(st, &r.job_id, JobState::Failed, Some(msg));
             return;
         }
-        let _ = t.state.transition(TaskState::Pending);
+        // With a speculative copy still running, the task stays with it; the outputs are
+        // recomputed either way.
+        if t.live.is_empty() {
+            let _ = t.state.transition(TaskState::Pending);
+        }
         let maps: Vec<u32> = r.lost_outputs.iter().map(|l| l.map_index).collect();
         warn!(job_id = %r.job_id, %task, ?maps, "map outputs lost; recomputing them");
         for l in &r.lost_outputs {
@@ -414,7 +428,8 @@ impl Coordinator {
             }
         }
         if job.maps_complete() {
-            // Every lost output was recomputed already: run the reduce again now.
+            // Every lost output was recomputed already: run the reduce again now (a reduce
+            // still running is not queued twice: only pending ones are).
             State::start_reduces(job, st.scheduler.as_mut());
         }
         job.bump();
@@ -456,12 +471,19 @@ impl Coordinator {
         }
         .unwrap_or_default();
         let Some(t) = job.task_mut(task) else { return };
-        if t.attempts != attempt || t.state != TaskState::Running {
+        if !t.is_live(attempt) {
             return;
         }
+        t.live.remove(&attempt);
         t.error = Some(error.clone());
         t.record(attempt, Outcome::Failed(kind), &error);
-        let executor = t.executor.clone().unwrap_or_default();
+        let executor = t
+            .history
+            .iter()
+            .rev()
+            .find(|a| a.attempt == attempt)
+            .map(|a| a.executor.clone())
+            .unwrap_or_default();
         if kind.counts_as_attempt() {
             t.counted_failures += 1;
             t.failed_on.insert(executor.clone());
@@ -471,12 +493,16 @@ impl Coordinator {
             FailureKind::Retryable | FailureKind::OutOfMemory => t.counted_failures < max,
             FailureKind::LostOutput | FailureKind::Cancelled | FailureKind::ExecutorLost => true,
         };
-        if again {
+        if again && !t.live.is_empty() {
+            // Another attempt (the straggler or its copy) still runs: it carries the task.
+            job.bump();
+        } else if again {
             let _ = t.state.transition(TaskState::Pending);
             t.commit_attempt = None;
             job.bump();
             st.scheduler.enqueue(QueuedTask {
                 job_id: job_id.to_string(),
+                speculative: false,
                 task,
             });
         } else {
@@ -783,11 +809,16 @@ impl Control for Coordinator {
                 r.job_id
             )));
         };
-        if t.attempts != r.attempt || t.state.transition(TaskState::Succeeded).is_err() {
+        if !t.is_live(r.attempt) || t.state.transition(TaskState::Succeeded).is_err() {
             return Ok(Response::new(ReportTaskResponse {})); // a stale attempt
         }
         t.error = None;
+        t.live.remove(&r.attempt);
         t.record(r.attempt, Outcome::Succeeded, "");
+        // A straggler's other attempt lost the race: its result, if it comes, is ignored.
+        for other in std::mem::take(&mut t.live) {
+            t.record(other, Outcome::Killed, "another attempt finished first");
+        }
         t.stats = r.stats;
         let mut commit = false;
         match kind {
@@ -879,9 +910,7 @@ impl Control for Coordinator {
                 tasks.get_mut(r.index as usize)
             })
             .is_some_and(|t| {
-                let ok = t.state == TaskState::Running
-                    && t.attempts == r.attempt
-                    && t.commit_attempt.is_none_or(|a| a == r.attempt);
+                let ok = t.is_live(r.attempt) && t.commit_attempt.is_none_or(|a| a == r.attempt);
                 if ok {
                     t.commit_attempt = Some(r.attempt);
                 }
@@ -900,10 +929,15 @@ pub async fn serve(
     let reaper = {
         let c = coordinator.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            // Stragglers are looked for 5 times a second (Spark: every 100 ms), lost executors
+            // once a second.
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            for n in 0u64.. {
                 tick.tick().await;
-                c.reap_lost_executors();
+                if n % 5 == 0 {
+                    c.reap_lost_executors();
+                }
+                c.speculate();
             }
         })
     };

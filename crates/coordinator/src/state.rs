@@ -27,6 +27,8 @@ pub(crate) enum Outcome {
     Running,
     Succeeded,
     Failed(FailureKind),
+    /// Another attempt of the task finished first; this one's result is ignored.
+    Killed,
 }
 
 impl Outcome {
@@ -35,6 +37,7 @@ impl Outcome {
             Outcome::Running => "running",
             Outcome::Succeeded => "succeeded",
             Outcome::Failed(k) => k.as_str(),
+            Outcome::Killed => "killed",
         }
     }
 }
@@ -47,6 +50,8 @@ pub(crate) struct AttemptRecord {
     pub outcome: Outcome,
     pub error: String,
     pub speculative: bool,
+    pub started: Instant,
+    pub ended: Option<Instant>,
 }
 
 /// One task across its attempts.
@@ -68,6 +73,10 @@ pub(crate) struct TaskEntry {
     pub failed_on: HashSet<String>,
     /// Every attempt, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// Attempts running now: one, or two while a straggler has a speculative copy.
+    pub live: std::collections::BTreeSet<u32>,
+    /// A speculative copy was queued (once per task).
+    pub speculated: bool,
 }
 
 impl TaskEntry {
@@ -83,7 +92,22 @@ impl TaskEntry {
             counted_failures: 0,
             failed_on: HashSet::new(),
             history: Vec::new(),
+            live: Default::default(),
+            speculated: false,
         }
+    }
+
+    /// True when `attempt` is running now and may report.
+    pub fn is_live(&self, attempt: u32) -> bool {
+        self.state == TaskState::Running && self.live.contains(&attempt)
+    }
+
+    /// The executors running an attempt of this task now.
+    pub fn live_executors(&self) -> impl Iterator<Item = &str> {
+        self.history
+            .iter()
+            .filter(|a| self.live.contains(&a.attempt))
+            .map(|a| a.executor.as_str())
     }
 
     /// Records how attempt `attempt` ended.
@@ -91,6 +115,7 @@ impl TaskEntry {
         if let Some(a) = self.history.iter_mut().rev().find(|a| a.attempt == attempt) {
             a.outcome = outcome;
             a.error = error.to_string();
+            a.ended = Some(Instant::now());
         }
     }
 
@@ -214,6 +239,7 @@ impl Job {
         let _ = self.map_stage.transition(StageState::Running);
         scheduler.enqueue(QueuedTask {
             job_id: self.id.clone(),
+            speculative: false,
             task: TaskId {
                 kind: TaskKind::Map,
                 index: m as u32,
@@ -313,6 +339,14 @@ pub(crate) struct ExecutorEntry {
     pub excluded_until: Option<Instant>,
 }
 
+/// Share of a stage's tasks finished before stragglers get speculative copies (Spark's
+/// `spark.speculation.quantile`); the stage's tail, every remaining task running, counts too.
+pub(crate) const SPECULATION_QUANTILE: f64 = 0.75;
+/// How many times the median a straggler has run (Spark's `spark.speculation.multiplier`).
+pub(crate) const SPECULATION_MULTIPLIER: f64 = 1.5;
+/// No task is a straggler before this long (short tasks vary more than they cost).
+pub(crate) const SPECULATION_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Failures within [`EXCLUDE_WINDOW`] that exclude an executor.
 pub(crate) const EXCLUDE_AFTER: usize = 3;
 /// The window in which [`EXCLUDE_AFTER`] failures exclude an executor.
@@ -378,11 +412,15 @@ pub(crate) fn may_run(
     {
         return false;
     }
-    let failed_on = jobs.get(&q.job_id).and_then(|j| match q.task.kind {
+    let entry = jobs.get(&q.job_id).and_then(|j| match q.task.kind {
         TaskKind::Map => j.maps.get(q.task.index as usize),
         TaskKind::Reduce => j.reduces.get(q.task.index as usize),
     });
-    match failed_on.map(|t| &t.failed_on) {
+    // A speculative copy never runs beside its original on the same (slow) executor.
+    if q.speculative && entry.is_some_and(|t| t.live_executors().any(|e| e == executor_id)) {
+        return false;
+    }
+    match entry.map(|t| &t.failed_on) {
         Some(f) if f.contains(executor_id) => !usable().any(|id| !f.contains(id)),
         _ => true,
     }
@@ -444,6 +482,7 @@ impl State {
             for i in 0..job.maps.len() as u32 {
                 self.scheduler.enqueue(QueuedTask {
                     job_id: id.clone(),
+                    speculative: false,
                     task: TaskId {
                         kind: TaskKind::Map,
                         index: i,
@@ -466,6 +505,7 @@ impl State {
             if t.state == TaskState::Pending {
                 scheduler.enqueue(QueuedTask {
                     job_id: job.id.clone(),
+                    speculative: false,
                     task: TaskId {
                         kind: TaskKind::Reduce,
                         index: i as u32,
@@ -473,6 +513,75 @@ impl State {
                 });
             }
         }
+    }
+
+    /// Queues a second attempt of each straggler (Spark's speculation): once most of a stage
+    /// has finished (`SPECULATION_QUANTILE`) or every task left in it is running (its tail), a
+    /// task whose only attempt has run longer than `SPECULATION_MULTIPLIER` times the median
+    /// of the stage's finished attempts (and at least `SPECULATION_MIN`) gets a copy on another
+    /// executor. The first to finish counts; the other's result is ignored.
+    pub fn speculate(&mut self, now: Instant) -> usize {
+        let mut queued = 0;
+        for job in self.jobs.values_mut() {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let stages = [
+                (TaskKind::Map, job.map_stage == StageState::Running),
+                (TaskKind::Reduce, job.reduce_stage == StageState::Running),
+            ];
+            for (kind, running) in stages {
+                if !running {
+                    continue;
+                }
+                let tasks = match kind {
+                    TaskKind::Map => &mut job.maps,
+                    TaskKind::Reduce => &mut job.reduces,
+                };
+                let mut took: Vec<std::time::Duration> = tasks
+                    .iter()
+                    .filter(|t| t.state == TaskState::Succeeded)
+                    .flat_map(|t| &t.history)
+                    .filter(|a| a.outcome == Outcome::Succeeded)
+                    .filter_map(|a| a.ended.map(|e| e.duration_since(a.started)))
+                    .collect();
+                if took.is_empty() {
+                    continue;
+                }
+                took.sort();
+                let median = took[took.len() / 2];
+                let done = tasks
+                    .iter()
+                    .filter(|t| t.state == TaskState::Succeeded)
+                    .count();
+                let pending = tasks.iter().any(|t| t.state == TaskState::Pending);
+                if (done as f64) < SPECULATION_QUANTILE * tasks.len() as f64 && pending {
+                    continue;
+                }
+                let slow = median.mul_f64(SPECULATION_MULTIPLIER).max(SPECULATION_MIN);
+                for (i, t) in tasks.iter_mut().enumerate() {
+                    let straggling = t.state == TaskState::Running
+                        && !t.speculated
+                        && t.live.len() == 1
+                        && t.history.last().is_some_and(|a| {
+                            a.outcome == Outcome::Running && now.duration_since(a.started) > slow
+                        });
+                    if straggling {
+                        t.speculated = true;
+                        self.scheduler.enqueue(QueuedTask {
+                            job_id: job.id.clone(),
+                            task: TaskId {
+                                kind,
+                                index: i as u32,
+                            },
+                            speculative: true,
+                        });
+                        queued += 1;
+                    }
+                }
+            }
+        }
+        queued
     }
 
     /// Builds the assignment for a dequeued task and marks it running on `executor_id`.
@@ -499,16 +608,26 @@ impl State {
         };
         let job_id = job.id.clone();
         let t = job.task_mut(q.task)?;
-        t.state.transition(TaskState::Running).ok()?;
+        if q.speculative {
+            // The copy runs only while the original still does, alone.
+            if t.state != TaskState::Running || t.live.len() != 1 {
+                return None;
+            }
+        } else {
+            t.state.transition(TaskState::Running).ok()?;
+        }
         t.attempts += 1;
         t.executor = Some(executor_id.to_string());
         let attempt = t.attempts;
+        t.live.insert(attempt);
         t.history.push(AttemptRecord {
             attempt,
             executor: executor_id.to_string(),
             outcome: Outcome::Running,
             error: String::new(),
-            speculative: false,
+            speculative: q.speculative,
+            started: Instant::now(),
+            ended: None,
         });
         job.bump();
         if let Some(e) = self.executors.get_mut(executor_id) {
@@ -575,6 +694,7 @@ mod tests {
         executors.insert("e1".to_string(), ExecutorEntry::new(1, String::new()));
         let q = |i| QueuedTask {
             job_id: "j".into(),
+            speculative: false,
             task: TaskId::map(i),
         };
         // Alone, e1 runs it anyway.

@@ -538,9 +538,12 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     if !matches!(allowed, Ok(true)) {
         let _ = tokio::task::spawn_blocking(move || staged.abort()).await;
         allowed?;
-        return Err(TaskError::fatal(
-            "commit denied: another attempt of this task committed, or the job ended",
-        ));
+        // Not a failure of this attempt's work: a speculative twin won, or the job ended.
+        return Err(TaskError {
+            msg: "commit denied: another attempt of this task committed, or the job ended".into(),
+            kind: FailureKind::Cancelled,
+            lost_maps: Vec::new(),
+        });
     }
     let files = tokio::task::spawn_blocking(move || staged.commit())
         .await
