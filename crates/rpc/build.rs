@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "jobs.proto",
         "control.proto",
         "shuffle.proto",
+        "state.proto",
     ];
     for n in names {
         println!("cargo:rerun-if-changed={rel}/sluice/v1/{n}");

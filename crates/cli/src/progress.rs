@@ -37,17 +37,21 @@ fn line(s: &pb::JobStatus) -> String {
     )
 }
 
-/// Follows a job until it is final, drawing a bar on a terminal or printing plain lines.
+/// How long `--wait` keeps reconnecting to a coordinator that went away (it may be restarting
+/// on its state directory).
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+fn is_final(s: &pb::JobStatus) -> bool {
+    matches!(s.state.as_str(), "succeeded" | "failed" | "cancelled")
+}
+
+/// Follows a job until it is final, drawing a bar on a terminal or printing plain lines,
+/// reconnecting if the coordinator restarts meanwhile.
 pub async fn watch(
     client: &mut JobsClient<Channel>,
     job_id: &str,
 ) -> Result<pb::JobStatus, CliError> {
-    let mut stream = client
-        .watch_job(WatchJobRequest {
-            job_id: job_id.to_string(),
-        })
-        .await?
-        .into_inner();
+    let mut stream: Option<tonic::Streaming<pb::JobStatus>> = None;
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
         let b = ProgressBar::new(1);
@@ -60,7 +64,46 @@ pub async fn watch(
     });
     let mut last_plain: Option<Instant> = None;
     let mut last = None;
-    while let Some(s) = stream.message().await? {
+    // The stream breaks if the coordinator restarts: open it again until the job is final,
+    // for as long as the coordinator may take to come back.
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let next = match stream.as_mut() {
+            Some(st) => st.message().await,
+            None => match client
+                .watch_job(WatchJobRequest {
+                    job_id: job_id.to_string(),
+                })
+                .await
+            {
+                Ok(r) => {
+                    lost_since = None;
+                    stream = Some(r.into_inner());
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let s = match next {
+            Ok(Some(s)) => s,
+            Ok(None) if last.as_ref().is_some_and(is_final) => break,
+            Err(e) if e.code() == tonic::Code::NotFound => return Err(e.into()),
+            Ok(None) | Err(_) => {
+                stream = None;
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(CliError::Refused(format!(
+                        "lost the coordinator while following {job_id}, and it did not come back in {} s; `sluice status {job_id}` shows the job once it does",
+                        RECONNECT_FOR.as_secs()
+                    )));
+                }
+                if since.elapsed() < Duration::from_millis(50) {
+                    eprintln!("{job_id}: lost the coordinator; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
         let msg = line(&s);
         match &bar {
             Some(b) => {
@@ -75,7 +118,11 @@ pub async fn watch(
                 }
             }
         }
+        let done = is_final(&s);
         last = Some(s);
+        if done {
+            break;
+        }
     }
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -28,4 +28,12 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    /// The durable state store (redb) failed.
+    #[error("coordinator state store '{path}': {reason}; check --state-dir (another coordinator may be using it)")]
+    State {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }

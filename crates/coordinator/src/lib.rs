@@ -2,6 +2,7 @@
 //! them, tracks job, stage and task state, and commits output exactly once.
 
 mod binaries;
+mod durable;
 mod error;
 mod scheduler;
 mod service;

@@ -28,8 +28,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::binaries::BinaryStore;
+use crate::durable::Store;
 use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
-use crate::state::{may_run, output_key, ExecutorEntry, Job, Outcome, State};
+use crate::state::{may_run, output_key, restore, ExecutorEntry, Job, Outcome, State};
 use crate::CoordinatorError;
 
 /// Final jobs reported to executors so they can delete shuffle files.
@@ -40,6 +41,10 @@ struct Inner {
     binaries: BinaryStore,
     state: Mutex<State>,
     tasks_ready: Notify,
+    /// Job records and the next executor number, durable across restarts.
+    store: Store,
+    /// Jobs restored in the middle of their commit: committed again once serving.
+    resume_commits: Mutex<Vec<String>>,
 }
 
 /// The coordinator: cheap to clone, shared by both gRPC services.
@@ -65,20 +70,34 @@ impl Coordinator {
             path: jobs_dir,
             source,
         })?;
+        let store = Store::open(&cfg.state_dir)?;
+        let mut state = State {
+            jobs: BTreeMap::new(),
+            executors: HashMap::new(),
+            scheduler,
+            next_executor: store.load_meta()?.next_executor.max(1),
+            planning_outputs: HashSet::new(),
+        };
+        let resume_commits = restore(&mut state, store.load_jobs()?);
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 binaries: BinaryStore::new(&cfg.state_dir),
                 cfg,
-                state: Mutex::new(State {
-                    jobs: BTreeMap::new(),
-                    executors: HashMap::new(),
-                    scheduler,
-                    next_executor: 1,
-                    planning_outputs: HashSet::new(),
-                }),
+                state: Mutex::new(state),
                 tasks_ready: Notify::new(),
+                store,
+                resume_commits: Mutex::new(resume_commits),
             }),
         })
+    }
+
+    /// Writes the records of the jobs changed since the last write, in one durable
+    /// transaction; called before answering the request that changed them.
+    fn persist(&self) {
+        let records = self.lock().dirty_records();
+        if let Err(e) = self.inner.store.save_jobs(&records) {
+            warn!(error = %e, "cannot write job state; a restart would resume from older state");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -188,6 +207,7 @@ impl Coordinator {
         );
         st.start_pending();
         drop(st);
+        self.persist();
         self.inner.tasks_ready.notify_waiters();
         Ok(id)
     }
@@ -260,6 +280,7 @@ impl Coordinator {
                 info!(job_id = %job_id, state = %job.state, "job finished");
                 job.status(true)
             };
+            this.persist();
             this.write_record(record).await;
         });
     }
@@ -368,6 +389,41 @@ impl Coordinator {
         }
         drop(st);
         self.inner.tasks_ready.notify_waiters();
+    }
+
+    /// An executor registering again says which map outputs it still holds: recorded outputs
+    /// there that it does not hold are recomputed; those it holds are found at its (possibly
+    /// new) shuffle address.
+    fn check_held_outputs(&self, st: &mut State, id: &str, r: &RegisterRequest) {
+        let held: HashSet<(&str, u32, u32)> = r
+            .held_outputs
+            .iter()
+            .map(|h| (h.job_id.as_str(), h.map_index, h.attempt))
+            .collect();
+        let state = &mut *st;
+        for job in state.jobs.values_mut() {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let mut lost = Vec::new();
+            for (m, o) in job.map_outputs.iter_mut().enumerate() {
+                let Some(o) = o.as_mut().filter(|o| o.executor_id == id) else {
+                    continue;
+                };
+                if held.contains(&(job.id.as_str(), m as u32, o.attempt)) {
+                    o.shuffle_addr = r.shuffle_addr.clone();
+                } else {
+                    lost.push(m);
+                }
+            }
+            if !lost.is_empty() {
+                warn!(job_id = %job.id, executor_id = id, maps = ?lost, "map outputs gone from a re-registered executor; recomputing them");
+            }
+            for m in lost {
+                job.lose_map_output(m, state.scheduler.as_mut());
+            }
+            job.bump();
+        }
     }
 
     /// Queues speculative copies of stragglers, waking executors that wait for tasks.
@@ -587,6 +643,8 @@ impl Jobs for Coordinator {
             .get(&id)
             .map(|j| j.state.as_str())
             .unwrap_or("unknown");
+        drop(st);
+        self.persist();
         Ok(Response::new(CancelJobResponse {
             state: state.to_string(),
         }))
@@ -667,13 +725,35 @@ impl Control for Coordinator {
             ));
         }
         let mut st = self.lock();
-        let id = format!("exec-{}", st.next_executor);
-        st.next_executor += 1;
-        info!(executor_id = %id, host = %r.host, slots = r.slots, shuffle = %r.shuffle_addr, "executor registered");
+        // An executor registering again (this coordinator restarted, or declared it lost)
+        // keeps its id unless another holds it, so the map outputs recorded there stay its.
+        let again = !r.previous_id.is_empty()
+            && st
+                .executors
+                .get(&r.previous_id)
+                .is_none_or(|e| e.slots == 0);
+        let id = if again {
+            r.previous_id.clone()
+        } else {
+            let id = format!("exec-{}", st.next_executor);
+            st.next_executor += 1;
+            id
+        };
+        info!(executor_id = %id, again, host = %r.host, slots = r.slots, shuffle = %r.shuffle_addr, "executor registered");
+        if again {
+            self.check_held_outputs(&mut st, &id, &r);
+        }
         st.executors
             .insert(id.clone(), ExecutorEntry::new(r.slots, r.shuffle_addr));
         st.start_pending();
+        let meta = pb::CoordinatorRecord {
+            next_executor: st.next_executor,
+        };
         drop(st);
+        if let Err(e) = self.inner.store.save_meta(&meta) {
+            warn!(error = %e, "cannot record the next executor number");
+        }
+        self.persist();
         self.inner.tasks_ready.notify_waiters();
         Ok(Response::new(RegisterResponse { executor_id: id }))
     }
@@ -754,6 +834,10 @@ impl Control for Coordinator {
                     .filter_map(|q| st.assign(q, &r.executor_id))
                     .collect();
                 if !tasks.is_empty() {
+                    drop(st);
+                    // Attempt numbers are durable before any attempt runs, so a restarted
+                    // coordinator never hands out one an old executor still uses.
+                    self.persist();
                     return Ok(Response::new(RequestTasksResponse {
                         tasks,
                         reregister: false,
@@ -770,7 +854,82 @@ impl Control for Coordinator {
         &self,
         req: Request<TaskReport>,
     ) -> Result<Response<ReportTaskResponse>, Status> {
+        let res = self.report_task_inner(req.into_inner());
+        // The outcome is durable before the executor hears it was taken.
+        self.persist();
+        res
+    }
+
+    type FetchBinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
+
+    async fn fetch_binary(
+        &self,
+        req: Request<FetchBinaryRequest>,
+    ) -> Result<Response<Self::FetchBinaryStream>, Status> {
+        let sha = req.into_inner().sha256;
+        let path = self
+            .inner
+            .binaries
+            .path(&sha)
+            .ok_or_else(|| Status::invalid_argument(format!("'{sha}' is not a SHA-256")))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("job binary {sha}: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            loop {
+                let mut data = vec![0u8; 1 << 20];
+                match file.read(&mut data).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        data.truncate(n);
+                        if tx.send(Ok(BinaryChunk { data })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn can_commit(
+        &self,
+        req: Request<CanCommitRequest>,
+    ) -> Result<Response<CanCommitResponse>, Status> {
         let r = req.into_inner();
+        let mut st = self.lock();
+        let allowed = st
+            .jobs
+            .get_mut(&r.job_id)
+            .filter(|j| j.state == JobState::Running)
+            .and_then(|j| {
+                let tasks = if r.kind == "map" {
+                    &mut j.maps
+                } else {
+                    &mut j.reduces
+                };
+                tasks.get_mut(r.index as usize)
+            })
+            .is_some_and(|t| {
+                let ok = t.is_live(r.attempt) && t.commit_attempt.is_none_or(|a| a == r.attempt);
+                if ok {
+                    t.commit_attempt = Some(r.attempt);
+                }
+                ok
+            });
+        Ok(Response::new(CanCommitResponse { allowed }))
+    }
+}
+
+impl Coordinator {
+    /// Takes a task report; the caller persists what it changed.
+    fn report_task_inner(&self, r: TaskReport) -> Result<Response<ReportTaskResponse>, Status> {
         let kind = TaskKind::parse(&r.kind).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let task = TaskId {
             kind,
@@ -852,72 +1011,6 @@ impl Control for Coordinator {
         self.inner.tasks_ready.notify_waiters();
         Ok(Response::new(ReportTaskResponse {}))
     }
-
-    type FetchBinaryStream = Pin<Box<dyn Stream<Item = Result<BinaryChunk, Status>> + Send>>;
-
-    async fn fetch_binary(
-        &self,
-        req: Request<FetchBinaryRequest>,
-    ) -> Result<Response<Self::FetchBinaryStream>, Status> {
-        let sha = req.into_inner().sha256;
-        let path = self
-            .inner
-            .binaries
-            .path(&sha)
-            .ok_or_else(|| Status::invalid_argument(format!("'{sha}' is not a SHA-256")))?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Status::not_found(format!("job binary {sha}: {e}")))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            loop {
-                let mut data = vec![0u8; 1 << 20];
-                match file.read(&mut data).await {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        data.truncate(n);
-                        if tx.send(Ok(BinaryChunk { data })).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn can_commit(
-        &self,
-        req: Request<CanCommitRequest>,
-    ) -> Result<Response<CanCommitResponse>, Status> {
-        let r = req.into_inner();
-        let mut st = self.lock();
-        let allowed = st
-            .jobs
-            .get_mut(&r.job_id)
-            .filter(|j| j.state == JobState::Running)
-            .and_then(|j| {
-                let tasks = if r.kind == "map" {
-                    &mut j.maps
-                } else {
-                    &mut j.reduces
-                };
-                tasks.get_mut(r.index as usize)
-            })
-            .is_some_and(|t| {
-                let ok = t.is_live(r.attempt) && t.commit_attempt.is_none_or(|a| a == r.attempt);
-                if ok {
-                    t.commit_attempt = Some(r.attempt);
-                }
-                ok
-            });
-        Ok(Response::new(CanCommitResponse { allowed }))
-    }
 }
 
 /// Serves both APIs on `listener` until `shutdown` resolves; reaps lost executors meanwhile.
@@ -938,9 +1031,21 @@ pub async fn serve(
                     c.reap_lost_executors();
                 }
                 c.speculate();
+                c.persist();
             }
         })
     };
+    let commits = std::mem::take(
+        &mut *coordinator
+            .inner
+            .resume_commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    for id in commits {
+        info!(job_id = %id, "committing a job restored mid-commit");
+        coordinator.commit_job(id);
+    }
     let res = tonic::transport::Server::builder()
         .add_service(JobsServer::new(coordinator.clone()))
         .add_service(ControlServer::new(coordinator))

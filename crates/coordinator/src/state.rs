@@ -40,6 +40,26 @@ impl Outcome {
             Outcome::Killed => "killed",
         }
     }
+
+    /// Parses [`Outcome::as_str`]'s names (a record of an older coordinator: running).
+    pub fn parse(s: &str) -> Outcome {
+        let kinds = [
+            FailureKind::Retryable,
+            FailureKind::Permanent,
+            FailureKind::LostOutput,
+            FailureKind::OutOfMemory,
+            FailureKind::Cancelled,
+            FailureKind::ExecutorLost,
+        ];
+        match s {
+            "succeeded" => Outcome::Succeeded,
+            "killed" => Outcome::Killed,
+            other => kinds
+                .into_iter()
+                .find(|k| k.as_str() == other)
+                .map_or(Outcome::Running, Outcome::Failed),
+        }
+    }
 }
 
 /// One attempt of a task: where it ran and how it ended.
@@ -52,6 +72,33 @@ pub(crate) struct AttemptRecord {
     pub speculative: bool,
     pub started: Instant,
     pub ended: Option<Instant>,
+}
+
+impl AttemptRecord {
+    /// As clients and the store see it.
+    pub fn info(&self) -> pb::AttemptInfo {
+        pb::AttemptInfo {
+            attempt: self.attempt,
+            executor_id: self.executor.clone(),
+            outcome: self.outcome.as_str().to_string(),
+            error: self.error.clone(),
+            speculative: self.speculative,
+        }
+    }
+
+    /// From the store (its times are not kept: a restored attempt ended now).
+    pub fn from_info(a: &pb::AttemptInfo) -> Self {
+        let now = Instant::now();
+        AttemptRecord {
+            attempt: a.attempt,
+            executor: a.executor_id.clone(),
+            outcome: Outcome::parse(&a.outcome),
+            error: a.error.clone(),
+            speculative: a.speculative,
+            started: now,
+            ended: Some(now),
+        }
+    }
 }
 
 /// One task across its attempts.
@@ -160,6 +207,8 @@ pub(crate) struct Job {
     pub range_sample: Option<Vec<Vec<u8>>>,
     /// Local disk the job's shuffle takes per executor, as its last heartbeat said.
     pub disk_bytes: HashMap<String, u64>,
+    /// Changed since its record was last written to the store.
+    pub dirty: bool,
 }
 
 impl Job {
@@ -187,6 +236,7 @@ impl Job {
             version: watch::channel(0).0,
             range_sample: None,
             disk_bytes: HashMap::new(),
+            dirty: true,
         }
     }
 
@@ -196,9 +246,126 @@ impl Job {
         self
     }
 
-    /// Tells watchers something changed.
-    pub fn bump(&self) {
+    /// Tells watchers something changed, and marks the job for the store.
+    pub fn bump(&mut self) {
         self.version.send_modify(|v| *v += 1);
+        self.dirty = true;
+    }
+
+    /// The job as the store keeps it.
+    pub fn to_record(&self) -> pb::JobRecord {
+        let task = |t: &TaskEntry| pb::TaskRecord {
+            state: t.state.as_str().to_string(),
+            attempts: t.attempts,
+            executor_id: t.executor.clone().unwrap_or_default(),
+            error: t.error.clone().unwrap_or_default(),
+            commit_attempt: t.commit_attempt.unwrap_or(0),
+            stats: t.stats.clone(),
+            fetch_failures: t.fetch_failures,
+            counted_failures: t.counted_failures,
+            failed_on: t.failed_on.iter().cloned().collect(),
+            history: t.history.iter().map(AttemptRecord::info).collect(),
+            speculated: t.speculated,
+        };
+        let end = self.finished.unwrap_or_else(Instant::now);
+        pb::JobRecord {
+            job_id: self.id.clone(),
+            spec: Some((&self.spec).into()),
+            state: self.state.as_str().to_string(),
+            error: self.error.clone().unwrap_or_default(),
+            submitted_unix_ms: self.submitted_ms,
+            splits: self.splits.iter().map(Into::into).collect(),
+            reducers: self.reducers,
+            map_stage: self.map_stage.as_str().to_string(),
+            reduce_stage: self.reduce_stage.as_str().to_string(),
+            maps: self.maps.iter().map(task).collect(),
+            reduces: self.reduces.iter().map(task).collect(),
+            map_outputs: self.map_outputs.iter().flatten().cloned().collect(),
+            files: self.files.clone(),
+            version: *self.version.borrow(),
+            elapsed_s: end.duration_since(self.submitted).as_secs_f64(),
+            range_sample: self.range_sample.clone().unwrap_or_default(),
+            has_range_sample: self.range_sample.is_some(),
+        }
+    }
+
+    /// A job from its stored record, as a restarted coordinator resumes it: attempts that were
+    /// running are over (their executors' reports will be stale), so those tasks are pending.
+    pub fn from_record(rec: pb::JobRecord) -> Result<Job, String> {
+        let spec = rec
+            .spec
+            .as_ref()
+            .ok_or("no spec")
+            .and_then(|s| JobSpec::try_from(s).map_err(|_| "bad spec"))
+            .map_err(|e| format!("job {}: {e}", rec.job_id))?;
+        let bad =
+            |what: &str, e: sluice_core::CoreError| format!("job {}: {what}: {e}", rec.job_id);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let submitted = Instant::now()
+            .checked_sub(std::time::Duration::from_millis(
+                now_ms.saturating_sub(rec.submitted_unix_ms),
+            ))
+            .unwrap_or_else(Instant::now);
+        let task = |t: &pb::TaskRecord| -> Result<TaskEntry, String> {
+            let mut e = TaskEntry::new();
+            e.state = TaskState::parse(&t.state).map_err(|x| bad("task state", x))?;
+            e.attempts = t.attempts;
+            e.executor = Some(t.executor_id.clone()).filter(|x| !x.is_empty());
+            e.error = Some(t.error.clone()).filter(|x| !x.is_empty());
+            e.commit_attempt = Some(t.commit_attempt).filter(|a| *a > 0);
+            e.stats = t.stats.clone();
+            e.fetch_failures = t.fetch_failures;
+            e.counted_failures = t.counted_failures;
+            e.failed_on = t.failed_on.iter().cloned().collect();
+            e.speculated = t.speculated;
+            e.history = t.history.iter().map(AttemptRecord::from_info).collect();
+            if e.state == TaskState::Running {
+                e.state = TaskState::Pending;
+                e.commit_attempt = None;
+            }
+            for a in &mut e.history {
+                if a.outcome == Outcome::Running {
+                    a.outcome = Outcome::Failed(FailureKind::Cancelled);
+                    a.error = "the coordinator restarted during the attempt".into();
+                }
+            }
+            Ok(e)
+        };
+        let mut map_outputs = vec![None; rec.splits.len()];
+        for o in &rec.map_outputs {
+            if let Some(slot) = map_outputs.get_mut(o.map_index as usize) {
+                *slot = Some(o.clone());
+            }
+        }
+        let state = JobState::parse(&rec.state).map_err(|e| bad("state", e))?;
+        let job = Job {
+            id: rec.job_id.clone(),
+            spec,
+            state,
+            error: Some(rec.error.clone()).filter(|e| !e.is_empty()),
+            submitted,
+            submitted_ms: rec.submitted_unix_ms,
+            finished: state
+                .is_final()
+                .then(|| submitted + std::time::Duration::from_secs_f64(rec.elapsed_s.max(0.0))),
+            splits: rec.splits.iter().map(Into::into).collect(),
+            reducers: rec.reducers,
+            map_stage: StageState::parse(&rec.map_stage).map_err(|e| bad("map stage", e))?,
+            reduce_stage: StageState::parse(&rec.reduce_stage)
+                .map_err(|e| bad("reduce stage", e))?,
+            maps: rec.maps.iter().map(task).collect::<Result<_, _>>()?,
+            reduces: rec.reduces.iter().map(task).collect::<Result<_, _>>()?,
+            map_outputs,
+            files: rec.files.clone(),
+            version: watch::channel(rec.version).0,
+            range_sample: rec.has_range_sample.then(|| rec.range_sample.clone()),
+            disk_bytes: HashMap::new(),
+            dirty: false,
+        };
+        Ok(job)
     }
 
     pub fn task_mut(&mut self, t: TaskId) -> Option<&mut TaskEntry> {
@@ -290,17 +457,7 @@ impl Job {
                         executor_id: t.executor.clone().unwrap_or_default(),
                         attempts: t.attempts,
                         error: t.error.clone().unwrap_or_default(),
-                        history: t
-                            .history
-                            .iter()
-                            .map(|a| pb::AttemptInfo {
-                                attempt: a.attempt,
-                                executor_id: a.executor.clone(),
-                                outcome: a.outcome.as_str().to_string(),
-                                error: a.error.clone(),
-                                speculative: a.speculative,
-                            })
-                            .collect(),
+                        history: t.history.iter().map(AttemptRecord::info).collect(),
                     });
                 }
             }
@@ -391,6 +548,64 @@ impl ExecutorEntry {
     }
 }
 
+/// Puts the jobs of a restarted coordinator's store back into `st`: unfinished tasks queued
+/// again, executors that hold map outputs awaited (as silent executors, declared lost if they
+/// do not register again within the timeout), executor ids kept unique. Returns the jobs that
+/// were committing, to commit again.
+pub(crate) fn restore(st: &mut State, records: Vec<pb::JobRecord>) -> Vec<String> {
+    let mut commits = Vec::new();
+    let mut highest = 0u64;
+    for rec in records {
+        let mut job = match Job::from_record(rec) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot restore a job record; skipping it");
+                continue;
+            }
+        };
+        let ids = job
+            .maps
+            .iter()
+            .chain(&job.reduces)
+            .flat_map(|t| &t.history)
+            .map(|a| a.executor.as_str());
+        for id in ids {
+            if let Some(n) = id.strip_prefix("exec-").and_then(|n| n.parse::<u64>().ok()) {
+                highest = highest.max(n);
+            }
+        }
+        if !job.state.is_final() {
+            for o in job.map_outputs.iter().flatten() {
+                st.executors
+                    .entry(o.executor_id.clone())
+                    .or_insert_with(|| ExecutorEntry::new(0, o.shuffle_addr.clone()));
+            }
+        }
+        match job.state {
+            JobState::Running => {
+                for (i, t) in job.maps.iter().enumerate() {
+                    if t.state == TaskState::Pending {
+                        st.scheduler.enqueue(QueuedTask {
+                            job_id: job.id.clone(),
+                            speculative: false,
+                            task: TaskId::map(i as u32),
+                        });
+                    }
+                }
+                if job.maps_complete() {
+                    State::start_reduces(&mut job, st.scheduler.as_mut());
+                }
+            }
+            JobState::Committing => commits.push(job.id.clone()),
+            _ => {}
+        }
+        tracing::info!(job_id = %job.id, state = %job.state, "job restored");
+        st.jobs.insert(job.id.clone(), job);
+    }
+    st.next_executor = st.next_executor.max(highest + 1);
+    commits
+}
+
 /// Whether executor `executor_id` should take task `q` now. An excluded executor takes nothing,
 /// and a task does not go back to an executor where it failed, as long as another live executor
 /// could take it instead (so a one-executor cluster still runs everything).
@@ -404,7 +619,7 @@ pub(crate) fn may_run(
     let usable = || {
         executors
             .iter()
-            .filter(move |(_, e)| !e.excluded(now))
+            .filter(move |(_, e)| e.slots > 0 && !e.excluded(now))
             .map(|(id, _)| id)
     };
     if executors.get(executor_id).is_some_and(|e| e.excluded(now))
@@ -446,6 +661,18 @@ impl State {
             .values()
             .find(|j| !j.state.is_final() && output_key(&j.spec.output) == output)
             .map(|j| format!("job {}", j.id))
+    }
+
+    /// The records of jobs changed since the last call, for the store.
+    pub fn dirty_records(&mut self) -> Vec<pb::JobRecord> {
+        self.jobs
+            .values_mut()
+            .filter(|j| j.dirty)
+            .map(|j| {
+                j.dirty = false;
+                j.to_record()
+            })
+            .collect()
     }
 
     pub fn total_slots(&self) -> u32 {

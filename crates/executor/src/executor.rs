@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_core::config::ExecutorConfig;
 use sluice_rpc::pb::shuffle_server::ShuffleServer;
-use sluice_rpc::pb::{HeartbeatRequest, RegisterRequest, RequestTasksRequest};
+use sluice_rpc::pb::{HeartbeatRequest, HeldOutput, RegisterRequest, RequestTasksRequest};
 use sluice_rpc::ControlClient;
 use sluice_shuffle::{ShuffleService, ShuffleStore};
 use sluice_udf::Registry;
@@ -71,8 +71,29 @@ async fn register(
     cfg: &ExecutorConfig,
     shuffle_addr: &str,
     jobs: Vec<String>,
+    again: Option<(&str, &ShuffleStore)>,
 ) -> Result<String, ExecutorError> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    // Registering again (the coordinator restarted or lost us): ask for the same id and say
+    // which map outputs are still here, so they are not recomputed.
+    let (previous_id, held_outputs) = match again {
+        Some((id, store)) => {
+            let store = store.clone();
+            let held = tokio::task::spawn_blocking(move || store.held_outputs())
+                .await
+                .unwrap_or_default();
+            let held = held
+                .into_iter()
+                .map(|(job_id, map_index, attempt)| HeldOutput {
+                    job_id,
+                    map_index,
+                    attempt,
+                })
+                .collect();
+            (id.to_string(), held)
+        }
+        None => (String::new(), Vec::new()),
+    };
     let resp = client
         .register(RegisterRequest {
             host,
@@ -80,6 +101,8 @@ async fn register(
             memory_bytes: cfg.memory_bytes,
             shuffle_addr: shuffle_addr.to_string(),
             jobs,
+            previous_id,
+            held_outputs,
         })
         .await
         .map_err(|s| ExecutorError::Refused {
@@ -111,7 +134,7 @@ pub async fn start(
         })?
         .to_string();
     let mut client = sluice_rpc::control_client(&cfg.coordinator).await?;
-    let id = register(&mut client, &cfg, &shuffle_addr, registry.names()).await?;
+    let id = register(&mut client, &cfg, &shuffle_addr, registry.names(), None).await?;
     info!(executor_id = %id, shuffle = %shuffle_addr, slots = cfg.slots, "executor registered");
     let id = Arc::new(RwLock::new(id));
     let (stop, stop_rx) = watch::channel(false);
@@ -175,8 +198,11 @@ pub async fn start(
                     Ok(r) => {
                         let r = r.into_inner();
                         if r.reregister {
+                            let old = read(&id);
+                            let again = Some((old.as_str(), &store));
                             if let Ok(new_id) =
-                                register(&mut client, &cfg, &shuffle_addr, names.clone()).await
+                                register(&mut client, &cfg, &shuffle_addr, names.clone(), again)
+                                    .await
                             {
                                 warn!(executor_id = %new_id, "re-registered with the coordinator");
                                 if let Ok(mut g) = id.write() {

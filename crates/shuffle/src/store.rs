@@ -360,11 +360,69 @@ impl ShuffleStore {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Every complete map output on disk, as (job id, map index, attempt): an index and its
+    /// data file (spilled runs and fetched segments are not outputs). An executor that
+    /// registers again tells the coordinator these.
+    pub fn held_outputs(&self) -> Vec<(String, u32, u32)> {
+        let mut out = Vec::new();
+        for job in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let job_id = job.file_name().to_string_lossy().into_owned();
+            for f in std::fs::read_dir(job.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(base) = name
+                    .strip_prefix("map-")
+                    .and_then(|n| n.strip_suffix(".index"))
+                else {
+                    continue;
+                };
+                let mut parts = base.split('-');
+                let (Some(m), Some(a), None) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let (Ok(m), Ok(a)) = (m.parse::<u32>(), a.parse::<u32>()) else {
+                    continue;
+                };
+                if job.path().join(format!("map-{base}.data")).exists() {
+                    out.push((job_id.clone(), m, a));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn held_outputs_are_the_complete_map_outputs() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ShuffleStore::new(d.path());
+        let job = d.path().join("job-1");
+        std::fs::create_dir_all(&job).unwrap();
+        for f in [
+            "map-00003-2.index",
+            "map-00003-2.data",
+            "map-00004-1.index", // no data file
+            "map-00005-1-spill-0.index",
+            "map-00005-1-spill-0.data",
+            "fetched-r00000-1",
+        ] {
+            std::fs::write(job.join(f), b"").unwrap();
+        }
+        assert_eq!(store.held_outputs(), vec![("job-1".to_string(), 3, 2)]);
+    }
 
     use arrow_array::ArrayRef;
     use arrow_schema::{DataType, Field, Schema};

@@ -591,6 +591,8 @@ pub struct Cluster {
     // Executors first: they are stopped before the coordinator.
     executors: Vec<Daemon>,
     coordinator: Option<Daemon>,
+    /// The coordinator's flags besides `--listen` and `--state-dir`, for restarts.
+    coordinator_flags: Vec<String>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
@@ -661,6 +663,7 @@ impl Cluster {
             env,
             executors: Vec::new(),
             coordinator: Some(coord),
+            coordinator_flags: coordinator_flags.iter().map(|f| f.to_string()).collect(),
             dir,
         };
         let addr = first
@@ -771,6 +774,43 @@ impl Cluster {
     /// Kills executor `i` (SIGKILL, as a crash) and reaps it.
     pub fn kill_executor(&mut self, i: usize) {
         self.executors[i].stop();
+    }
+
+    /// Kills the coordinator with SIGKILL (a crash) and reaps it; executors keep running.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(c) = &mut self.coordinator {
+            c.stop();
+        }
+    }
+
+    /// Starts the coordinator again on the same address and state directory (after
+    /// [`Cluster::kill_coordinator`]), returning once it listens.
+    pub fn restart_coordinator(&mut self) -> Result<(), TestkitError> {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let state = self.dir.path().join("coordinator-state");
+        let mut args: Vec<&OsStr> = vec![
+            "coordinator".as_ref(),
+            "--listen".as_ref(),
+            addr.as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+        ];
+        args.extend(self.coordinator_flags.iter().map(OsStr::new));
+        let n = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("coordinator"))
+            .count();
+        let log = self.dir.path().join(format!("coordinator-{n}.log"));
+        let (coord, first) = Daemon::start(&self.bin, &args, &self.env, log)?;
+        self.coordinator = Some(coord);
+        if !first.starts_with("coordinator listening on ") {
+            return Err(TestkitError::Startup(format!(
+                "unexpected first line from the restarted coordinator: {first:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// True while executor `i` runs (it was not killed and did not exit).
