@@ -146,3 +146,140 @@ fn a_permanent_error_is_not_retried() {
     assert_eq!(history[0]["outcome"], "permanent", "{m0}");
     let _ = s(&input);
 }
+
+/// Writes `rows` rows `(id, value = id)` to one Parquet file, except `negative` ids, whose value
+/// is -1.
+fn id_value_parquet(path: &std::path::Path, rows: i64, negative: &[i64]) {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    let file = std::fs::File::create(path).unwrap();
+    let batch = |from: i64, to: i64| {
+        let id = Int64Array::from_iter_values(from..to);
+        let value = Int64Array::from_iter_values((from..to).map(|i| {
+            if negative.contains(&i) {
+                -1
+            } else {
+                i
+            }
+        }));
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(id) as arrow_array::ArrayRef),
+            ("value", Arc::new(value) as arrow_array::ArrayRef),
+        ])
+        .unwrap()
+    };
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch(0, 1).schema(), None).unwrap();
+    let mut at = 0;
+    while at < rows {
+        let to = (at + 100_000).min(rows);
+        w.write(&batch(at, to)).unwrap();
+        at = to;
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn a_batch_udf_failing_on_planted_rows_sets_exactly_those_rows_aside() {
+    let faulty = example_binary(BIN, "faulty", "sluice-example-faulty");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("rows.parquet");
+    let planted = [123_457i64, 500_000, 999_998];
+    id_value_parquet(&input, 1_000_000, &planted);
+    let cluster = Cluster::start(BIN, 2, 1).expect("cluster starts");
+
+    // Without skipping, the job fails naming the rows of the failing batch.
+    let out = tmp.path().join("out-fail");
+    let r = cluster.submit_binary("quarantine", &faulty, &input, &out, &["--wait"]);
+    assert!(!r.success());
+    let last = r.last_stderr_line();
+    assert!(
+        last.contains("rows.parquet") && last.contains("negative value -1"),
+        "{last}"
+    );
+
+    // Skipping: every other row is in the output; the 3 rows are in `_bad_records/`.
+    let out = tmp.path().join("out-skip");
+    let r = cluster.submit_binary(
+        "quarantine",
+        &faulty,
+        &input,
+        &out,
+        &[
+            "--param",
+            "sluice.bad_records=skip",
+            "--format",
+            "csv",
+            "--reducers",
+            "2",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let st = r.stdout_json();
+    assert_eq!(
+        st["counters"]["skipped_bad_records"].as_u64(),
+        Some(3),
+        "{st}"
+    );
+    let mut ids = Vec::with_capacity(1_000_000);
+    for part in sluice_testkit::part_files(&out, "csv") {
+        let text = std::fs::read_to_string(&part).unwrap();
+        for line in text.lines().skip(1) {
+            let (id, value) = line.split_once(',').unwrap();
+            assert_eq!(id, value, "{line}");
+            ids.push(id.parse::<i64>().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    let want: Vec<i64> = (0..1_000_000).filter(|i| !planted.contains(i)).collect();
+    assert_eq!(ids.len(), want.len());
+    assert!(ids == want, "the output is every row but the planted ones");
+    let mut bad = Vec::new();
+    for f in std::fs::read_dir(out.join("_bad_records"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(f.path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["file"].as_str().unwrap().ends_with("rows.parquet"), "{v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("negative value -1"),
+                "{v}"
+            );
+            let row: serde_json::Value =
+                serde_json::from_str(v["record"].as_str().unwrap()).unwrap();
+            assert_eq!(row["id"].as_i64(), v["offset"].as_i64(), "{v}");
+            bad.push(v["offset"].as_i64().unwrap());
+        }
+    }
+    bad.sort_unstable();
+    assert_eq!(bad, planted, "exactly the planted rows, at their positions");
+
+    // A budget of 2 bad records: the job fails naming the third.
+    let out = tmp.path().join("out-budget");
+    let r = cluster.submit_binary(
+        "quarantine",
+        &faulty,
+        &input,
+        &out,
+        &[
+            "--param",
+            "sluice.bad_records=skip",
+            "--param",
+            "sluice.max_bad_records=2",
+            "--wait",
+        ],
+    );
+    assert!(!r.success());
+    let last = r.last_stderr_line();
+    assert!(
+        last.contains("more than 2 bad records") && last.contains("at 999998"),
+        "{last}"
+    );
+    assert!(
+        last.contains("not retried"),
+        "a spent budget is permanent: {last}"
+    );
+}

@@ -13,7 +13,7 @@ use sluice_core::range::RANGE_BOUNDS_PARAM;
 use crate::job::{hash_partition, job_builder_methods, push_raw, sorted_batches, Rec};
 use crate::{
     Counters, Job, JobDefaults, MapInput, MapOutput, ReduceCounts, ReduceInput, TaskContext,
-    UdfError,
+    UdfError, BAD_RECORDS_PARAM,
 };
 
 /// Rows handed to a batch reducer at once (whole key groups, so it may be more).
@@ -251,6 +251,52 @@ impl<M: BatchMapper, R: BatchReducer> BatchJob<M, R> {
     }
 
     /// Row converters for the key columns and for whole rows of the mapper's schema.
+    /// Maps one batch, a panic made an error.
+    fn map_guarded(&self, b: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.mapper.map_batch(b, out)
+        }))
+        .unwrap_or_else(|p| {
+            Err(UdfError::User(format!(
+                "panicked: {}",
+                crate::panic_message(p.as_ref())
+            )))
+        })
+    }
+
+    /// Maps `b` (rows `base..` of the split); where the mapper fails, bisects the batch to find
+    /// the rows it fails on, sets each aside as a bad record (file, row, error and the row as
+    /// JSON) and maps the rest: quarantine of single records for batch code. What a failed try
+    /// emitted or counted is dropped.
+    fn map_isolating(
+        &self,
+        b: &RecordBatch,
+        base: u64,
+        file: &str,
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError> {
+        let (emitted, counters) = (out.batches.len(), out.counters.clone());
+        let Err(e) = self.map_guarded(b, out) else {
+            return Ok(());
+        };
+        out.batches.truncate(emitted);
+        out.counters = counters;
+        let n = b.num_rows();
+        if n <= 1 {
+            let row = row_json(b);
+            out.count(crate::input::SKIPPED_RECORDS_COUNTER, n as i64);
+            return out.context().keep_bad_record(
+                file,
+                base,
+                format!("the batch mapper failed on row {base} of the split: {e}"),
+                &row,
+            );
+        }
+        let half = n / 2;
+        self.map_isolating(&b.slice(0, half), base, file, out)?;
+        self.map_isolating(&b.slice(half, n - half), base + half as u64, file, out)
+    }
+
     fn converters(&self) -> Result<(Vec<usize>, RowConverter, RowConverter), UdfError> {
         let schema = self.mapper.schema();
         let mut idx = Vec::with_capacity(self.keys.len());
@@ -277,6 +323,17 @@ impl<M: BatchMapper, R: BatchReducer> BatchJob<M, R> {
 }
 
 /// Checks that user code emitted batches of the schema it declared.
+/// A one-row batch as a JSON object, for the bad-records file.
+fn row_json(b: &RecordBatch) -> String {
+    let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+    if w.write(b).and_then(|_| w.finish()).is_err() {
+        return String::new();
+    }
+    String::from_utf8(w.into_inner())
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 fn check_schema(job: &str, who: &str, got: &Schema, want: &Schema) -> Result<(), UdfError> {
     if got.fields() == want.fields() {
         return Ok(());
@@ -328,8 +385,25 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             }
         };
         let mut out = BatchEmitter::in_task(ctx);
+        let skip = ctx.param(BAD_RECORDS_PARAM) == Some("skip");
+        let file = match ctx.split() {
+            Some(s) => s.path.clone(),
+            None => format!("task {}", ctx.task()),
+        };
+        let mut row0 = 0u64;
         for b in batches {
-            self.mapper.map_batch(b, &mut out)?;
+            if skip {
+                self.map_isolating(b, row0, &file, &mut out)?;
+            } else {
+                self.map_guarded(b, &mut out).map_err(|e| {
+                    UdfError::User(format!(
+                        "{file}: the batch mapper failed on rows {row0}..{} of the split: {e}; \
+                         pass --param {BAD_RECORDS_PARAM}=skip to set the failing rows aside",
+                        row0 + b.num_rows() as u64
+                    ))
+                })?;
+            }
+            row0 += b.num_rows() as u64;
         }
         let t1 = std::time::Instant::now();
         let schema = self.mapper.schema();

@@ -34,7 +34,13 @@ pub struct TaskContext {
     scratch_dir: PathBuf,
     /// Records skipped as bad in this attempt, kept to be written to `OUTPUT/_bad_records/`.
     bad_records: std::sync::Arc<std::sync::Mutex<Vec<BadRecord>>>,
+    /// Bad records skipped in this attempt, kept or not.
+    bad_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The job parameter that bounds the bad records one map task may skip
+/// (`sluice.bad_records=skip`); past it the task fails naming the record that went over.
+pub const MAX_BAD_RECORDS_PARAM: &str = "sluice.max_bad_records";
 
 /// An input record skipped because it did not parse (`sluice.bad_records=skip`), with where it
 /// was, so that it can be found and fixed.
@@ -71,12 +77,33 @@ impl TaskContext {
             params: BTreeMap::new(),
             scratch_dir: std::env::temp_dir(),
             bad_records: Default::default(),
+            bad_seen: Default::default(),
         }
     }
 
-    /// Keeps a skipped bad record of `file` (up to [`MAX_KEPT_BAD_RECORDS`]).
-    pub fn keep_bad_record(&self, file: &str, offset: u64, error: String, record: &str) {
+    /// Keeps a skipped bad record of `file` (up to [`MAX_KEPT_BAD_RECORDS`]), failing once
+    /// the task has skipped more than the job allows ([`MAX_BAD_RECORDS_PARAM`]): the error
+    /// names the record that went past the budget.
+    pub fn keep_bad_record(
+        &self,
+        file: &str,
+        offset: u64,
+        error: String,
+        record: &str,
+    ) -> Result<(), UdfError> {
         let mut kept = self.bad_records.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self
+            .bad_seen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if let Some(max) = self.param_as::<u64>(MAX_BAD_RECORDS_PARAM)? {
+            if seen > max {
+                return Err(UdfError::Input(format!(
+                    "{file}: more than {max} bad records ({MAX_BAD_RECORDS_PARAM}); the one past \
+                     the budget is at {offset}: {error}; fix the input or raise the budget"
+                )));
+            }
+        }
         if kept.len() < MAX_KEPT_BAD_RECORDS {
             kept.push(BadRecord {
                 file: file.to_string(),
@@ -85,6 +112,7 @@ impl TaskContext {
                 record: record.to_string(),
             });
         }
+        Ok(())
     }
 
     /// The bad records kept so far, leaving none.

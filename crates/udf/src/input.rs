@@ -259,8 +259,7 @@ fn map_guarded<R: ?Sized>(
     let msg = panic_message(p.as_ref());
     if ctx.param(BAD_RECORDS_PARAM) == Some("skip") {
         skipped.set(skipped.get() + 1);
-        ctx.keep_bad_record(file, at, format!("the map function panicked: {msg}"), raw);
-        return Ok(());
+        return ctx.keep_bad_record(file, at, format!("the map function panicked: {msg}"), raw);
     }
     Err(UdfError::Panicked(format!(
         "{file}: the map function panicked on the record at {unit} {at}: {msg}; fix the function \
@@ -331,7 +330,7 @@ impl<T: DeserializeOwned> Input for T {
         let bad = |file: &str, offset: u64, what: &str, e: &dyn std::fmt::Display, raw: &str| {
             if skip {
                 skipped.set(skipped.get() + 1);
-                ctx.keep_bad_record(
+                return ctx.keep_bad_record(
                     file,
                     offset,
                     format!(
@@ -340,7 +339,6 @@ impl<T: DeserializeOwned> Input for T {
                     ),
                     raw,
                 );
-                return Ok(());
             }
             Err(UdfError::Input(format!(
                 "{file}: cannot read the {what} record at byte {offset} as {}: {e}; \

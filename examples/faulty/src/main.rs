@@ -9,6 +9,9 @@
 //! (wrong field count, a field that does not parse, a corrupt file) shows through it.
 //! `poison` counts line lengths as `lines` does but panics on every line holding `POISON`, on
 //! every attempt: the record that kills the function must be named, or skipped.
+//! `quarantine` is a batch job over Parquet rows `(id, value)` that passes rows through but
+//! fails a whole batch when one of its rows has a negative `value`, as vectorised code does:
+//! skipping must find those rows by bisecting the batch.
 
 // The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
 #![allow(unsafe_code)]
@@ -16,7 +19,14 @@
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
-use sluice_udf::{Emitter, InputFormat, JobDef, Mapper, Output, Reducer, Registry, SumCombiner};
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use sluice_udf::{
+    BatchEmitter, BatchJob, BatchMapper, BatchReducer, Emitter, InputFormat, JobDef, Mapper,
+    Output, Reducer, Registry, SumCombiner, UdfError,
+};
 
 /// What the mapper does with its first line.
 #[derive(Clone, Copy)]
@@ -181,6 +191,69 @@ impl Reducer for Total {
     }
 }
 
+/// The rows of the `quarantine` job.
+fn id_value_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("value", DataType::Int64, false),
+    ]))
+}
+
+/// Passes rows through, refusing any batch with a negative value.
+struct RefuseNegative;
+
+impl BatchMapper for RefuseNegative {
+    fn schema(&self) -> SchemaRef {
+        id_value_schema()
+    }
+
+    fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .cloned()
+                .ok_or_else(|| UdfError::User(format!("input needs an int64 column `{name}`")))
+        };
+        let (id, value) = (col("id")?, col("value")?);
+        if let Some(i) = (0..batch.num_rows()).find(|&i| value.value(i) < 0) {
+            return Err(UdfError::User(format!(
+                "negative value {} for id {}",
+                value.value(i),
+                id.value(i)
+            )));
+        }
+        out.emit(RecordBatch::try_new(
+            id_value_schema(),
+            vec![Arc::new(id), Arc::new(value)],
+        )?);
+        Ok(())
+    }
+}
+
+/// Writes every row it gets.
+struct Rows;
+
+impl BatchReducer for Rows {
+    fn schema(&self) -> SchemaRef {
+        id_value_schema()
+    }
+
+    fn reduce_batch(
+        &self,
+        rows: &RecordBatch,
+        _groups: &[std::ops::Range<usize>],
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError> {
+        out.emit(rows.clone());
+        Ok(())
+    }
+
+    fn splits_groups(&self) -> bool {
+        true
+    }
+}
+
 fn main() -> ExitCode {
     let mut jobs = Registry::new();
     for (name, fault) in [
@@ -203,6 +276,10 @@ fn main() -> ExitCode {
         JobDef::new("sales-by-region", ByRegion, Total)
             .with_combiner(SumCombiner)
             .input_format(InputFormat::Jsonl),
+    );
+    jobs.register(
+        BatchJob::new("quarantine", RefuseNegative, Rows, &["id"])
+            .input_format(InputFormat::Parquet),
     );
     sluice_worker::main(jobs)
 }

@@ -17,6 +17,7 @@ fn describes_its_jobs() {
             "oom",
             "panic",
             "poison",
+            "quarantine",
             "sales",
             "sales-by-region",
             "segv"
