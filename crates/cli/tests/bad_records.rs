@@ -13,7 +13,9 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
-use sluice_testkit::{example_binary, path_str as s, read_manifest, sorted_part_lines, Cluster};
+use sluice_testkit::{
+    example_binary, path_str as s, read_manifest, read_parquet_rows, sorted_part_lines, Cluster,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -168,8 +170,8 @@ fn bad_csv_rows_fail_the_job_or_are_skipped_and_counted_exactly() {
     let mut got = Vec::new();
     for rel in &listed {
         assert!(rel.starts_with("_bad_records/part-m-"), "{rel}");
-        for line in std::fs::read_to_string(out.join(rel)).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(rel.ends_with(".parquet"), "{rel}");
+        for v in read_parquet_rows(out.join(rel)) {
             assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
             got.push((
                 PathBuf::from(v["file"].as_str().unwrap()),
@@ -259,9 +261,7 @@ fn small_json_files_in_hive_directories_get_their_region_and_name_their_own_bad_
     let m = read_manifest(&out);
     let mut got = Vec::new();
     for f in m["bad_records"].as_array().unwrap() {
-        let text = std::fs::read_to_string(out.join(f["path"].as_str().unwrap())).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for v in read_parquet_rows(out.join(f["path"].as_str().unwrap())) {
             let record = v["record"].as_str().unwrap().to_string();
             if record.starts_with("{bad") {
                 got.push((

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sluice_testkit::{example_binary, path_str as s, sorted_part_lines, Cluster};
+use sluice_testkit::{example_binary, path_str as s, read_bad_records, sorted_part_lines, Cluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -113,12 +113,17 @@ fn a_record_that_panics_every_attempt_is_named_after_max_attempts_or_skipped() {
         vec!["3\t2", "4\t1", "5\t4"],
         "line lengths of every clean line"
     );
-    let bad = std::fs::read_dir(out.join("_bad_records"))
-        .expect("_bad_records/ written")
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
-    assert!(bad.contains("POISON") || bad.contains("b.txt"), "{bad}");
+    let bad = read_bad_records(&out);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0]["file"].as_str().unwrap().ends_with("b.txt"),
+        "{bad:?}"
+    );
+    assert_eq!(bad[0]["offset"].as_u64(), Some(offset), "{bad:?}");
+    assert!(
+        bad[0]["record"].as_str().unwrap().contains("POISON"),
+        "{bad:?}"
+    );
     // Each map ran once: nothing was retried.
     for t in st["tasks"].as_array().unwrap() {
         assert_eq!(t["history"].as_array().unwrap().len(), 1, "{t}");
@@ -237,12 +242,8 @@ fn a_batch_udf_failing_on_planted_rows_sets_exactly_those_rows_aside() {
     assert_eq!(ids.len(), want.len());
     assert!(ids == want, "the output is every row but the planted ones");
     let mut bad = Vec::new();
-    for f in std::fs::read_dir(out.join("_bad_records"))
-        .unwrap()
-        .flatten()
     {
-        for line in std::fs::read_to_string(f.path()).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for v in read_bad_records(&out) {
             assert!(v["file"].as_str().unwrap().ends_with("rows.parquet"), "{v}");
             assert!(
                 v["error"].as_str().unwrap().contains("negative value -1"),

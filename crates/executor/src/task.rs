@@ -12,7 +12,7 @@ use sluice_core::{
 use sluice_rpc::pb::{self, CanCommitRequest, MapOutputLocation, TaskAssignment, TaskReport};
 use sluice_rpc::{ControlClient, ShuffleClient};
 use sluice_shuffle::{fetch_partition, SegmentRef, ShuffleStore};
-use sluice_storage::{OutputCommitter, StorageError, WrittenFile, BAD_RECORDS_DIR};
+use sluice_storage::{OutputCommitter, OutputWriter, StorageError, WrittenFile, BAD_RECORDS_DIR};
 use sluice_udf::BadRecord;
 use sluice_udf::{Counters, Job, Registry};
 use sluice_worker::protocol::{Request, Response};
@@ -324,8 +324,42 @@ async fn may_commit(env: &Arc<TaskEnv>, a: &TaskAssignment, kind: &str) -> Resul
         .map_err(|s| TaskError::retry(format!("asking to commit: {}", s.message())))
 }
 
+/// The schema of `_bad_records/` files: where each record was, why it was set aside, and the
+/// record itself (its text, or a row as JSON).
+fn bad_records_schema() -> arrow_schema::SchemaRef {
+    use arrow_schema::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("offset", DataType::UInt64, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+    ]))
+}
+
+/// Writes `bad` as one Parquet file at `path`; returns its size.
+fn write_bad_records(path: &Path, bad: &[BadRecord]) -> Result<u64, StorageError> {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+    let strings = |f: fn(&BadRecord) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(bad.iter().map(f)))
+    };
+    let columns = vec![
+        strings(|b| &b.file),
+        Arc::new(UInt64Array::from_iter_values(bad.iter().map(|b| b.offset))) as ArrayRef,
+        strings(|b| &b.error),
+        strings(|b| &b.record),
+    ];
+    let batch =
+        RecordBatch::try_new(bad_records_schema(), columns).map_err(|e| StorageError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut w = OutputWriter::create(path, OutputFormat::Parquet, bad_records_schema())?;
+    w.write(&batch)?;
+    Ok(w.finish()?.1)
+}
+
 /// Commits the input records a map attempt skipped as bad to
-/// `OUTPUT/_bad_records/part-m-NNNNN-JOB.jsonl` (file, offset, error, record a line), through
+/// `OUTPUT/_bad_records/part-m-NNNNN-JOB.parquet` (file, offset, error, record a row), through
 /// the output's commit protocol: only the attempt the coordinator lets commit does, so a task
 /// run twice writes its bad records once. A later attempt that may not commit keeps its map
 /// output and leaves the committed records as they are.
@@ -345,26 +379,17 @@ async fn commit_bad_records(
     let attempt_dir = committer.attempt_dir(&a.job_id, &task, a.attempt);
     let file = attempt_dir
         .join(BAD_RECORDS_DIR)
-        .join(format!("part-{task}-{}.jsonl", a.job_id));
+        .join(format!("part-{task}-{}.parquet", a.job_id));
     let rows = bad.len() as u64;
     let (c2, dir2, job2) = (committer.clone(), attempt_dir.clone(), a.job_id.clone());
     let staged = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        for b in &bad {
-            text.push_str(&serde_json::to_string(b).unwrap_or_default());
-            text.push('\n');
-        }
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| TaskError::retry(format!("creating {}: {e}", dir.display())))?;
-        }
-        std::fs::write(&file, &text)
+        let bytes = write_bad_records(&file, &bad)
             .map_err(|e| TaskError::retry(format!("writing {}: {e}", file.display())))?;
         let staged = c2.stage_task(&job2, &dir2).map_err(|e| {
             let _ = c2.abort_task(&dir2);
             TaskError::retry(e.to_string())
         })?;
-        Ok::<_, TaskError>((staged, text.len() as u64))
+        Ok::<_, TaskError>((staged, bytes))
     })
     .await
     .map_err(|e| TaskError::retry(e.to_string()))??;

@@ -226,6 +226,40 @@ pub fn read_manifest(output_dir: impl AsRef<Path>) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }
 
+/// The rows of a Parquet file as JSON objects (a `_bad_records/` file, say).
+pub fn read_parquet_rows(path: impl AsRef<Path>) -> Vec<serde_json::Value> {
+    let p = path.as_ref();
+    let f = File::open(p).unwrap_or_else(|e| panic!("opening {}: {e}", p.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.build())
+        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let mut w = arrow_json::ArrayWriter::new(Vec::new());
+    for b in reader {
+        let b = b.unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+        w.write(&b)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+    w.finish()
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every row of the `_bad_records/` files under `output_dir` (file, offset, error, record).
+pub fn read_bad_records(output_dir: impl AsRef<Path>) -> Vec<serde_json::Value> {
+    let dir = output_dir.as_ref().join("_bad_records");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files.iter().flat_map(read_parquet_rows).collect()
+}
+
 /// Up to `max` human-readable differences between two count maps (empty when equal).
 pub fn count_diff(got: &Counts, want: &Counts, max: usize) -> Vec<String> {
     let mut diffs = Vec::new();
