@@ -165,8 +165,10 @@ fn a_deleted_map_output_reruns_exactly_that_map() {
         "a reduce attempt reported the lost output: {st}"
     );
     assert!(
-        lost.iter()
-            .all(|a| a["error"].as_str().unwrap().contains("[0]")),
+        lost.iter().all(|a| {
+            let e = a["error"].as_str().unwrap();
+            e.contains("[0]") && e.contains("m-00000 attempt 1 on exec-")
+        }),
         "{lost:?}"
     );
 }

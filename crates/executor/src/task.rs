@@ -507,8 +507,23 @@ async fn run_reduce(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> 
     if let Some(msg) = first_err {
         lost.sort_unstable_by_key(|l| l.map_index);
         let maps: Vec<u32> = lost.iter().map(|l| l.map_index).collect();
+        let named: Vec<String> = lost
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} attempt {} on {} ({})",
+                    TaskId::map(l.map_index),
+                    l.attempt,
+                    l.executor_id,
+                    l.shuffle_addr
+                )
+            })
+            .collect();
         return Err(TaskError {
-            msg: format!("cannot fetch map outputs {maps:?}: {msg}"),
+            msg: format!(
+                "cannot fetch map outputs {maps:?} ({}): {msg}",
+                named.join(", ")
+            ),
             kind: FailureKind::Retryable,
             lost_maps: lost,
         });
