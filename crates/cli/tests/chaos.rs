@@ -4,12 +4,11 @@
 //! once. `CHAOS_ITERATIONS` (default 3) and `CHAOS_SEED` (default: the clock, printed) drive the
 //! loop; `benches/chaos.sh` runs it 20 times.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::{
-    assert_counts_eq, generate_sort_records, generate_text, path_str as s, read_manifest,
+    assert_counts_eq, assert_manifest_exact, generate_sort_records, generate_text, path_str as s,
     read_tsv_counts, reference_counts, sluice, Cluster, SplitMix,
 };
 
@@ -20,49 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The part files under `out` (not `_SUCCESS`, `_bad_records/` or hidden files), relative.
-fn files_on_disk(out: &Path) -> BTreeSet<String> {
-    fn walk(root: &Path, dir: &Path, acc: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('_') || name.starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, acc);
-            } else {
-                acc.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut acc = BTreeSet::new();
-    walk(out, out, &mut acc);
-    acc
-}
-
-/// `_SUCCESS` lists every part file once, and nothing else is there.
-fn assert_manifest_exact(out: &Path, context: &str) {
-    let m = read_manifest(out);
-    let listed: Vec<String> = m["files"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{context}: manifest without files: {m}"))
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect();
-    let unique: BTreeSet<String> = listed.iter().cloned().collect();
-    assert_eq!(
-        unique.len(),
-        listed.len(),
-        "{context}: duplicates in {listed:?}"
-    );
-    assert_eq!(
-        unique,
-        files_on_disk(out),
-        "{context}: manifest vs files on disk"
-    );
 }
 
 fn task<'a>(st: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {

@@ -2,12 +2,13 @@
 //! from its redb store: executors register again with the map outputs they hold, completed maps
 //! are not re-run, and a client waiting with `submit --wait` keeps waiting across the restart.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_testkit::{generate_sort_records, path_str as s, read_manifest, sluice, Cluster};
+use sluice_testkit::{
+    assert_manifest_exact, generate_sort_records, path_str as s, sluice, Cluster,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -123,26 +124,7 @@ fn a_coordinator_killed_mid_reduce_resumes_without_rerunning_maps() {
         ],
     );
     assert!(v.success(), "sort output invalid: {}", v.stderr);
-    let m = read_manifest(&out);
-    let listed: Vec<&str> = m["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
-    let unique: BTreeSet<&str> = listed.iter().copied().collect();
-    assert_eq!(unique.len(), listed.len(), "{listed:?}");
-    let on_disk: BTreeSet<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('_') && !n.starts_with('.'))
-        .collect();
-    assert_eq!(
-        unique,
-        on_disk.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        "manifest vs files"
-    );
+    assert_manifest_exact(&out, "after the restart");
     // The job's task history: every map ran once, before the restart.
     let st = cluster.status(&job_id);
     for t in st["tasks"].as_array().unwrap() {

@@ -226,6 +226,49 @@ pub fn read_manifest(output_dir: impl AsRef<Path>) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }
 
+/// The part files under `out` (not `_SUCCESS`, `_bad_records/` or hidden files), relative.
+pub fn files_on_disk(out: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, acc: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('_') || name.starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, acc);
+            } else {
+                acc.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut acc = std::collections::BTreeSet::new();
+    walk(out, out, &mut acc);
+    acc
+}
+
+/// `_SUCCESS` lists every part file once, and nothing else is there.
+pub fn assert_manifest_exact(out: &Path, context: &str) {
+    let m = read_manifest(out);
+    let listed: Vec<String> = m["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{context}: manifest without files: {m}"))
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "{context}: duplicates in {listed:?}"
+    );
+    assert_eq!(
+        unique,
+        files_on_disk(out),
+        "{context}: manifest vs files on disk"
+    );
+}
+
 /// The rows of a Parquet file as JSON objects (a `_bad_records/` file, say).
 pub fn read_parquet_rows(path: impl AsRef<Path>) -> Vec<serde_json::Value> {
     let p = path.as_ref();

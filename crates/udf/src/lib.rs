@@ -49,6 +49,8 @@ mod registry;
 mod small;
 pub mod sort;
 pub mod text;
+pub mod train;
+pub mod train_step;
 pub mod wordcount;
 
 pub use api::{

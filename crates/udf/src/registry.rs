@@ -34,6 +34,7 @@ impl Registry {
         r.register(crate::wordcount::job());
         r.register(crate::count::job());
         r.register(crate::sort::job());
+        r.register(crate::train_step::job());
         r
     }
 

@@ -1,0 +1,455 @@
+//! The built-in `train-step` job: one synchronous step-round of data-parallel training as a
+//! MapReduce. Each map computes the summed gradient of its split under the parameters of the
+//! round's checkpoint (read once per process and round) and emits one gradient slice per
+//! parameter shard; reducer `r` is the parameter server of shard `r`: it sums the slices (in
+//! map order, so the result does not depend on fetch order), averages over the rows, applies
+//! the optimizer to its slice of the parameters and optimizer state, and writes the slice.
+//! The driver (`sluice train`) assembles the slices into the next checkpoint.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, Float32Array, Float64Array, RecordBatch, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::train::{read_checkpoint, Batch, Model, OptState, Optimizer, Params, Tensor};
+use crate::{
+    BatchEmitter, BatchJob, BatchMapper, BatchReducer, InputFormat, TaskContext, UdfError,
+};
+
+/// Job parameter: the checkpoint (safetensors) of this round's parameters and optimizer state.
+pub const CHECKPOINT_PARAM: &str = "sluice.train.checkpoint";
+/// Job parameter: the model (`logistic-regression`, or `mlp:HIDDEN`).
+pub const MODEL_PARAM: &str = "sluice.train.model";
+/// Job parameter: the optimizer (`sgd:LR:MOMENTUM` or `adam:LR`).
+pub const OPTIMIZER_PARAM: &str = "sluice.train.optimizer";
+/// Job parameter: the label column (default `label`); every other column is a feature.
+pub const LABEL_PARAM: &str = "sluice.train.label";
+/// Job parameter: the number of features (every column but the label).
+pub const FEATURES_PARAM: &str = "sluice.train.features";
+/// Job parameter: the number of parameter shards (reducers).
+pub const SHARDS_PARAM: &str = "sluice.train.shards";
+/// Job parameter: the learning-rate factor of this round (the schedule's value; default 1).
+pub const LR_SCALE_PARAM: &str = "sluice.train.lr_scale";
+/// Counter: the summed loss of the round, in millionths.
+pub const LOSS_COUNTER: &str = "train_loss_micro";
+/// Counter: rows predicted right in the round.
+pub const CORRECT_COUNTER: &str = "train_correct";
+/// Counter: rows seen in the round.
+pub const ROWS_COUNTER: &str = "train_rows";
+
+/// A model by its name in [`MODEL_PARAM`].
+pub fn model_named(name: &str) -> Result<Box<dyn Model>, UdfError> {
+    match name.split_once(':') {
+        None if name == "logistic-regression" => Ok(Box::new(crate::train::LogisticRegression)),
+        Some(("mlp", h)) => h
+            .parse()
+            .map(|hidden| Box::new(crate::train::Mlp { hidden }) as Box<dyn Model>)
+            .map_err(|_| {
+                UdfError::Param(format!("{MODEL_PARAM}={name}: `mlp:HIDDEN` wants a number"))
+            }),
+        _ => Err(UdfError::Param(format!(
+            "{MODEL_PARAM}={name}: models are logistic-regression and mlp:HIDDEN"
+        ))),
+    }
+}
+
+/// An optimizer by its spec in [`OPTIMIZER_PARAM`].
+pub fn optimizer_named(spec: &str) -> Result<Optimizer, UdfError> {
+    let bad = || {
+        UdfError::Param(format!(
+            "{OPTIMIZER_PARAM}={spec}: give sgd:LR:MOMENTUM or adam:LR"
+        ))
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let num = |s: &str| s.parse::<f32>().map_err(|_| bad());
+    match parts.as_slice() {
+        ["sgd", lr, m] => Ok(Optimizer::Sgd {
+            lr: num(lr)?,
+            momentum: num(m)?,
+        }),
+        ["sgd", lr] => Ok(Optimizer::Sgd {
+            lr: num(lr)?,
+            momentum: 0.0,
+        }),
+        ["adam", lr] => Ok(Optimizer::Adam {
+            lr: num(lr)?,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// The flat index range of shard `r` of `shards` over `len` parameters.
+pub fn shard_range(len: usize, shards: usize, r: usize) -> Range<usize> {
+    let shards = shards.max(1);
+    (r * len / shards)..((r + 1) * len / shards)
+}
+
+/// A round's broadcast: the model, its parameters and optimizer state, read once per process.
+struct Round {
+    model: Box<dyn Model>,
+    params: Params,
+    state: OptState,
+    flat: Vec<f32>,
+}
+
+/// The last round read in this process, by checkpoint path.
+static ROUND: Mutex<Option<(String, Arc<Round>)>> = Mutex::new(None);
+
+fn round(ctx: &TaskContext) -> Result<Arc<Round>, UdfError> {
+    let dim: usize = ctx
+        .param_as(FEATURES_PARAM)?
+        .ok_or_else(|| UdfError::Param(format!("train-step needs {FEATURES_PARAM}")))?;
+    let path = ctx
+        .param(CHECKPOINT_PARAM)
+        .ok_or_else(|| UdfError::Param(format!("train-step needs {CHECKPOINT_PARAM}")))?
+        .to_string();
+    let mut cache = ROUND.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, r)) = cache.as_ref() {
+        if *p == path {
+            return Ok(r.clone());
+        }
+    }
+    let model = model_named(ctx.param(MODEL_PARAM).unwrap_or("logistic-regression"))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| UdfError::Input(format!("reading checkpoint {path}: {e}")))?;
+    let (params, state, _) = read_checkpoint(&bytes, &model.init(dim, 0))
+        .map_err(|e| UdfError::Input(format!("{path}: {e}")))?;
+    let flat = params
+        .0
+        .iter()
+        .flat_map(|t| t.data.iter().copied())
+        .collect();
+    let r = Arc::new(Round {
+        model,
+        params,
+        state,
+        flat,
+    });
+    *cache = Some((path, r.clone()));
+    Ok(r)
+}
+
+fn shards(ctx: &TaskContext) -> usize {
+    ctx.param(SHARDS_PARAM)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+fn f32_column(batch: &RecordBatch, i: usize) -> Result<Vec<f32>, UdfError> {
+    let c = batch.column(i);
+    if let Some(a) = c.as_any().downcast_ref::<Float32Array>() {
+        return Ok(a.values().to_vec());
+    }
+    if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+        return Ok(a.values().iter().map(|v| *v as f32).collect());
+    }
+    Err(UdfError::Input(format!(
+        "column '{}' is {}; training reads float32 or float64 columns",
+        batch.schema().field(i).name(),
+        c.data_type()
+    )))
+}
+
+/// Computes one batch's gradient and emits its slice per shard.
+struct GradientMapper;
+
+fn map_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("shard", DataType::UInt32, false),
+        Field::new("map", DataType::UInt32, false),
+        Field::new("seq", DataType::UInt32, false),
+        Field::new("grad", DataType::Binary, false),
+        Field::new("loss", DataType::Float64, false),
+        Field::new("correct", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+    ]))
+}
+
+impl BatchMapper for GradientMapper {
+    fn schema(&self) -> SchemaRef {
+        map_schema()
+    }
+
+    fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+        let ctx = out.context();
+        let label = ctx.param(LABEL_PARAM).unwrap_or("label");
+        let schema = batch.schema();
+        let li = schema.index_of(label).map_err(|_| {
+            UdfError::Input(format!(
+                "no label column '{label}' (set {LABEL_PARAM}); columns: {:?}",
+                schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+            ))
+        })?;
+        let feature_cols: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != li).collect();
+        let dim = feature_cols.len();
+        let rows = batch.num_rows();
+        let cols = feature_cols
+            .iter()
+            .map(|&i| f32_column(batch, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut features = vec![0f32; rows * dim];
+        for (j, col) in cols.iter().enumerate() {
+            for (r, v) in col.iter().enumerate() {
+                features[r * dim + j] = *v;
+            }
+        }
+        let labels = f32_column(batch, li)?;
+        let round = round(ctx)?;
+        if round
+            .params
+            .0
+            .first()
+            .is_some_and(|t| t.name == "w" && t.data.len() != dim)
+        {
+            return Err(UdfError::Input(format!(
+                "the input has {dim} feature columns, the model {}",
+                round.params.0[0].data.len()
+            )));
+        }
+        let (grad, m) = round.model.gradient(
+            &Batch {
+                features: &features,
+                labels: &labels,
+                dim,
+            },
+            &round.params,
+        );
+        let flat: Vec<f32> = grad.0.iter().flat_map(|t| t.data.iter().copied()).collect();
+        let n = shards(ctx);
+        let map = ctx.task().index;
+        let seq = out.batches().len() as u32;
+        let slices: Vec<Vec<u8>> = (0..n)
+            .map(|r| {
+                flat[shard_range(flat.len(), n, r)]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+            Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(map, n))),
+            Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(seq, n))),
+            Arc::new(BinaryArray::from_iter_values(slices.iter())),
+            Arc::new(Float64Array::from_iter_values(std::iter::repeat_n(
+                m.loss, n,
+            ))),
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(
+                m.correct, n,
+            ))),
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(
+                m.rows, n,
+            ))),
+        ];
+        out.emit(RecordBatch::try_new(map_schema(), columns)?);
+        Ok(())
+    }
+}
+
+/// The parameter server of one shard.
+struct ShardReducer;
+
+fn reduce_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("index", DataType::UInt64, false),
+        Field::new("value", DataType::Float32, false),
+        Field::new("m", DataType::Float32, false),
+        Field::new("v", DataType::Float32, false),
+    ]))
+}
+
+impl BatchReducer for ShardReducer {
+    fn schema(&self) -> SchemaRef {
+        reduce_schema()
+    }
+
+    fn reduce_batch(
+        &self,
+        rows: &RecordBatch,
+        groups: &[Range<usize>],
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError> {
+        let col = |name: &str| rows.column_by_name(name).cloned();
+        let get = |name: &str| {
+            col(name).ok_or_else(|| UdfError::Decode(format!("train-step row without {name}")))
+        };
+        let (shard, map, seq, grad, loss, correct, count) = (
+            get("shard")?,
+            get("map")?,
+            get("seq")?,
+            get("grad")?,
+            get("loss")?,
+            get("correct")?,
+            get("rows")?,
+        );
+        let as_u32 = |a: &ArrayRef| a.as_any().downcast_ref::<UInt32Array>().cloned();
+        let as_u64 = |a: &ArrayRef| a.as_any().downcast_ref::<UInt64Array>().cloned();
+        let bad = || UdfError::Decode("train-step rows of the wrong types".into());
+        let (shard, map, seq) = (
+            as_u32(&shard).ok_or_else(bad)?,
+            as_u32(&map).ok_or_else(bad)?,
+            as_u32(&seq).ok_or_else(bad)?,
+        );
+        let grad = grad
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(bad)?;
+        let loss = loss
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(bad)?;
+        let (correct, count) = (
+            as_u64(&correct).ok_or_else(bad)?,
+            as_u64(&count).ok_or_else(bad)?,
+        );
+        let ctx = out.context();
+        let n = shards(ctx);
+        for g in groups {
+            // Sum in (map, batch) order: the same bits however the runs were fetched.
+            let mut order: Vec<usize> = g.clone().collect();
+            order.sort_by_key(|&i| (map.value(i), seq.value(i)));
+            let r = shard.value(g.start) as usize;
+            let mut sum: Vec<f32> = Vec::new();
+            let (mut total_rows, mut total_loss, mut total_correct) = (0u64, 0f64, 0u64);
+            for &i in &order {
+                let bytes = grad.value(i);
+                if sum.is_empty() {
+                    sum = vec![0.0; bytes.len() / 4];
+                }
+                for (s, c) in sum.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *s += f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+                total_rows += count.value(i);
+                total_loss += loss.value(i);
+                total_correct += correct.value(i);
+            }
+            if r == 0 {
+                out.count(LOSS_COUNTER, (total_loss * 1e6) as i64);
+                out.count(CORRECT_COUNTER, total_correct as i64);
+                out.count(ROWS_COUNTER, total_rows as i64);
+            }
+            let round = round(ctx)?;
+            let range = shard_range(round.flat.len(), n, r);
+            if sum.len() != range.len() {
+                return Err(UdfError::Decode(format!(
+                    "shard {r}: gradient of {} values for {} parameters",
+                    sum.len(),
+                    range.len()
+                )));
+            }
+            let mean: Vec<f32> = sum.iter().map(|v| v / total_rows.max(1) as f32).collect();
+            let flat_of = |p: &Params| -> Vec<f32> {
+                p.0.iter()
+                    .flat_map(|t| t.data.iter().copied())
+                    .collect::<Vec<_>>()[range.clone()]
+                .to_vec()
+            };
+            let one = |data: Vec<f32>| {
+                Params(vec![Tensor {
+                    name: "shard".into(),
+                    shape: vec![data.len()],
+                    data,
+                }])
+            };
+            let mut params = one(round.flat[range.clone()].to_vec());
+            let mut state = OptState {
+                step: round.state.step,
+                m: one(flat_of(&round.state.m)),
+                v: one(flat_of(&round.state.v)),
+            };
+            let opt = optimizer_named(ctx.param(OPTIMIZER_PARAM).unwrap_or("sgd:0.1:0"))?;
+            let scale = ctx
+                .param(LR_SCALE_PARAM)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1.0);
+            opt.apply(&mut params, &one(mean), &mut state, scale);
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    range.clone().map(|i| i as u64),
+                )),
+                Arc::new(Float32Array::from(params.0[0].data.clone())),
+                Arc::new(Float32Array::from(state.m.0[0].data.clone())),
+                Arc::new(Float32Array::from(state.v.0[0].data.clone())),
+            ];
+            out.emit(RecordBatch::try_new(reduce_schema(), columns)?);
+        }
+        Ok(())
+    }
+}
+
+/// The `train-step` job.
+pub fn job() -> BatchJob<impl BatchMapper, impl BatchReducer> {
+    BatchJob::new("train-step", GradientMapper, ShardReducer, &["shard"])
+        .input_format(InputFormat::Parquet)
+}
+
+/// Parameters and optimizer state assembled from the reducers' rows (index, value, m, v).
+pub fn assemble(like: &Params, rows: &[RecordBatch]) -> Result<(Params, Params, Params), UdfError> {
+    let len: usize = like.0.iter().map(|t| t.data.len()).sum();
+    let mut flat = [vec![f32::NAN; len], vec![0.0; len], vec![0.0; len]];
+    let mut seen = 0usize;
+    for b in rows {
+        let idx = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| UdfError::Decode("train-step output: index is not uint64".into()))?;
+        for (k, out) in flat.iter_mut().enumerate() {
+            let vals = b
+                .column(k + 1)
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| UdfError::Decode("train-step output: values not float32".into()))?;
+            for i in 0..b.num_rows() {
+                let at = idx.value(i) as usize;
+                if at >= len {
+                    return Err(UdfError::Decode(format!(
+                        "train-step output index {at} past {len}"
+                    )));
+                }
+                out[at] = vals.value(i);
+            }
+        }
+        seen += b.num_rows();
+    }
+    if seen != len || flat[0].iter().any(|v| v.is_nan()) {
+        return Err(UdfError::Decode(format!(
+            "train-step output holds {seen} parameters of {len}"
+        )));
+    }
+    let split = |data: &[f32]| {
+        let mut at = 0;
+        Params(
+            like.0
+                .iter()
+                .map(|t| {
+                    let n = t.data.len();
+                    let out = Tensor {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        data: data[at..at + n].to_vec(),
+                    };
+                    at += n;
+                    out
+                })
+                .collect(),
+        )
+    };
+    Ok((split(&flat[0]), split(&flat[1]), split(&flat[2])))
+}
+
+/// Metrics of a round from the job's counters: (mean loss, accuracy, rows).
+pub fn round_metrics(counters: &HashMap<String, i64>) -> (f64, f64, u64) {
+    let rows = counters.get(ROWS_COUNTER).copied().unwrap_or(0).max(0) as u64;
+    let loss = counters.get(LOSS_COUNTER).copied().unwrap_or(0) as f64 / 1e6;
+    let correct = counters.get(CORRECT_COUNTER).copied().unwrap_or(0) as f64;
+    let n = rows.max(1) as f64;
+    (loss / n, correct / n, rows)
+}
