@@ -13,6 +13,53 @@ use crate::commands::{bind, submit_spec};
 use crate::error::CliError;
 use crate::progress;
 
+/// A coordinator and executors in this process, on loopback ports.
+pub struct Embedded {
+    /// The coordinator's URL.
+    pub url: String,
+    handles: Vec<sluice_executor::ExecutorHandle>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Embedded {
+    /// Starts a coordinator and `executors` executors of `slots` slots running `registry`.
+    pub async fn start(executors: u32, slots: u32, registry: Registry) -> Result<Self, CliError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("sluice-run-")
+            .tempdir()
+            .map_err(|source| CliError::Io {
+                op: "creating scratch directory in",
+                path: std::env::temp_dir().display().to_string(),
+                source,
+            })?;
+        let (url, stop) = start_coordinator(scratch.path().join("state")).await?;
+        let mut handles = Vec::new();
+        for i in 0..executors {
+            let cfg = ExecutorConfig::new(
+                url.clone(),
+                scratch.path().join(format!("executor-{i}")),
+                slots,
+            );
+            handles.push(sluice_executor::start(cfg, registry.clone()).await?);
+        }
+        Ok(Embedded {
+            url,
+            handles,
+            stop,
+            _scratch: scratch,
+        })
+    }
+
+    /// Stops the executors and the coordinator.
+    pub async fn shutdown(self) {
+        for h in self.handles {
+            h.shutdown().await;
+        }
+        let _ = self.stop.send(());
+    }
+}
+
 /// Runs one job to its end and returns its final status.
 pub async fn run_embedded(
     spec: JobSpec,
@@ -20,34 +67,14 @@ pub async fn run_embedded(
     slots: u32,
     registry: Registry,
 ) -> Result<pb::JobStatus, CliError> {
-    let scratch = tempfile::Builder::new()
-        .prefix("sluice-run-")
-        .tempdir()
-        .map_err(|source| CliError::Io {
-            op: "creating scratch directory in",
-            path: std::env::temp_dir().display().to_string(),
-            source,
-        })?;
-    let (url, stop) = start_coordinator(scratch.path().join("state")).await?;
-    let mut handles = Vec::new();
-    for i in 0..executors {
-        let cfg = ExecutorConfig::new(
-            url.clone(),
-            scratch.path().join(format!("executor-{i}")),
-            slots,
-        );
-        handles.push(sluice_executor::start(cfg, registry.clone()).await?);
-    }
+    let cluster = Embedded::start(executors, slots, registry).await?;
     let result = async {
-        let mut client = sluice_rpc::jobs_client(&url).await?;
+        let mut client = sluice_rpc::jobs_client(&cluster.url).await?;
         let id = submit_spec(&mut client, &spec).await?;
         progress::watch(&mut client, &id).await
     }
     .await;
-    for h in handles {
-        h.shutdown().await;
-    }
-    let _ = stop.send(());
+    cluster.shutdown().await;
     result
 }
 

@@ -15,6 +15,9 @@ pub enum CliError {
     /// The coordinator refused a request.
     #[error("{0}")]
     Refused(String),
+    /// Model, checkpoint or training data problems.
+    #[error(transparent)]
+    Udf(#[from] sluice_udf::UdfError),
     /// The job ended without succeeding.
     #[error("job {job_id} {state}: {error}")]
     JobFailed {

@@ -102,3 +102,54 @@ pub fn generate_text(dir: &Path, total: u64, files: u32, seed: u64) -> Result<u6
     }
     Ok(written)
 }
+
+/// Writes `rows` rows of `sluice_udf::train::generated_rows(features, seed, ..)` as Parquet over
+/// `files` files `part-NNNN.parquet` in `dir`: columns `f0..f{features-1}` and `label`
+/// (float32), rows in order across the files.
+pub fn generate_classification(
+    dir: &Path,
+    rows: u64,
+    features: usize,
+    files: u32,
+    seed: u64,
+) -> Result<(), CliError> {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    let mut fields: Vec<Field> = (0..features)
+        .map(|i| Field::new(format!("f{i}"), DataType::Float32, false))
+        .collect();
+    fields.push(Field::new("label", DataType::Float32, false));
+    let schema = Arc::new(Schema::new(fields));
+    let files = files.max(1) as u64;
+    for f in 0..files {
+        let (from, to) = (f * rows / files, (f + 1) * rows / files);
+        let path = dir.join(format!("part-{f:04}.parquet"));
+        let mut w = sluice_storage::OutputWriter::create(
+            &path,
+            sluice_core::OutputFormat::Parquet,
+            schema.clone(),
+        )?;
+        let mut at = from;
+        while at < to {
+            let end = (at + 65_536).min(to);
+            let (x, y) = sluice_udf::train::generated_rows(features, seed, at..end);
+            let n = (end - at) as usize;
+            let mut cols: Vec<ArrayRef> = (0..features)
+                .map(|j| {
+                    Arc::new(Float32Array::from_iter_values(
+                        (0..n).map(|r| x[r * features + j]),
+                    )) as ArrayRef
+                })
+                .collect();
+            cols.push(Arc::new(Float32Array::from(y)));
+            let batch = RecordBatch::try_new(schema.clone(), cols)
+                .map_err(|e| CliError::Usage(format!("building generated rows: {e}")))?;
+            w.write(&batch)?;
+            at = end;
+        }
+        w.finish()?;
+    }
+    Ok(())
+}

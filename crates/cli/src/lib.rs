@@ -8,6 +8,7 @@ mod error;
 mod gen;
 mod progress;
 mod top;
+mod train;
 mod validate;
 
 use std::process::ExitCode;
@@ -166,6 +167,68 @@ enum Cmd {
         coordinator: String,
     },
     /// Write a deterministic text corpus (Zipf-distributed words, some Unicode) for trying jobs.
+    /// Train a model on Parquet rows (every column a float feature but the label), one
+    /// MapReduce round per epoch (sync mode: every row's gradient averaged, one step),
+    /// checkpointed each epoch under OUTPUT/checkpoints/.
+    Train {
+        /// Parquet input: files, directories or globs (repeatable).
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// Output directory: checkpoints/, rounds/ and model.safetensors.
+        #[arg(long)]
+        output: String,
+        /// `logistic-regression` or `mlp:HIDDEN`.
+        #[arg(long, default_value = "logistic-regression")]
+        model: String,
+        /// `sgd:LR:MOMENTUM` or `adam:LR`.
+        #[arg(long, default_value = "sgd:0.5:0.9")]
+        optimizer: String,
+        /// Epochs in all (a resumed run trains the ones left).
+        #[arg(long, default_value_t = 5)]
+        epochs: u32,
+        /// Parameter shards: reduce tasks, each the parameter server of one slice.
+        #[arg(long, default_value_t = 2)]
+        shards: u32,
+        /// Seed of the initial parameters.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The label column (0 or 1).
+        #[arg(long, default_value = "label")]
+        label: String,
+        /// Input split size.
+        #[arg(long, default_value = "64MiB")]
+        split_size: String,
+        /// Continue after the last checkpoint in OUTPUT.
+        #[arg(long)]
+        resume: bool,
+        /// Submit to this coordinator; without it, run embedded.
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Embedded executors.
+        #[arg(long, default_value_t = 2)]
+        executors: u32,
+        /// Print the per-epoch metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a generated binary classification dataset (Parquet: f0..fN float32 features, a
+    /// float32 0/1 label from a hidden linear rule plus noise).
+    GenerateClassification {
+        /// Output directory.
+        dir: String,
+        /// Rows in all.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Features per row.
+        #[arg(long, default_value_t = 20)]
+        features: usize,
+        /// Number of files.
+        #[arg(long, default_value_t = 4)]
+        files: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     GenerateText {
         /// Output directory.
         dir: String,
@@ -395,6 +458,60 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             job_id,
             coordinator,
         } => commands::cancel(&job_id, &coordinator).await,
+        Cmd::Train {
+            inputs,
+            output,
+            model,
+            optimizer,
+            epochs,
+            shards,
+            seed,
+            label,
+            split_size,
+            resume,
+            coordinator,
+            executors,
+            json,
+        } => {
+            let args = train::TrainArgs {
+                inputs,
+                output,
+                model,
+                optimizer,
+                epochs,
+                shards,
+                seed,
+                label,
+                split_size: sluice_core::parse_byte_size(&split_size)?,
+                resume,
+            };
+            let result = match coordinator {
+                Some(url) => train::train(&args, &url).await,
+                None => {
+                    let cluster =
+                        embedded::Embedded::start(executors, 1, sluice_udf::Registry::builtin())
+                            .await?;
+                    let r = train::train(&args, &cluster.url).await;
+                    cluster.shutdown().await;
+                    r
+                }
+            }?;
+            if json {
+                println!("{result}");
+            }
+            Ok(())
+        }
+        Cmd::GenerateClassification {
+            dir,
+            rows,
+            features,
+            files,
+            seed,
+        } => {
+            gen::generate_classification(std::path::Path::new(&dir), rows, features, files, seed)?;
+            println!("wrote {rows} rows of {features} features in {files} files to {dir}");
+            Ok(())
+        }
         Cmd::GenerateText {
             dir,
             size,

@@ -1,0 +1,191 @@
+//! `sluice train` on a cluster of executor processes: logistic regression in sync mode matches a
+//! single-process run of the same steps, survives an executor killed mid-training, and resumes
+//! from its checkpoints after the whole cluster is gone.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_testkit::{path_str as s, sluice, Cluster};
+use sluice_udf::train::{
+    generated_rows, read_checkpoint, Batch, LogisticRegression, Model, OptState, Optimizer, Params,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+const ROWS: u64 = 200_000;
+const FEATURES: usize = 20;
+const SEED: u64 = 3;
+
+fn train_args<'a>(
+    cluster: &'a Cluster,
+    data: &'a Path,
+    out: &'a Path,
+    epochs: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(data),
+        "--output",
+        s(out),
+        "--model",
+        "logistic-regression",
+        "--optimizer",
+        "sgd:0.5:0.9",
+        "--epochs",
+        epochs,
+        "--shards",
+        "2",
+        "--split-size",
+        "1MiB",
+        "--json",
+    ]
+}
+
+fn final_params(out: &Path) -> Params {
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    read_checkpoint(&bytes, &LogisticRegression.init(FEATURES, 0))
+        .unwrap()
+        .0
+}
+
+/// The same 5 full-batch steps in this process, and the accuracy they reach.
+fn reference() -> (Params, f64) {
+    let (x, y) = generated_rows(FEATURES, SEED, 0..ROWS);
+    let batch = Batch {
+        features: &x,
+        labels: &y,
+        dim: FEATURES,
+    };
+    let model = LogisticRegression;
+    let opt = Optimizer::Sgd {
+        lr: 0.5,
+        momentum: 0.9,
+    };
+    let mut p = model.init(FEATURES, 1);
+    let mut st = OptState::new(&p);
+    for _ in 0..5 {
+        let (mut g, m) = model.gradient(&batch, &p);
+        for t in &mut g.0 {
+            t.data.iter_mut().for_each(|v| *v /= m.rows as f32);
+        }
+        opt.apply(&mut p, &g, &mut st, 1.0);
+    }
+    let m = model.gradient(&batch, &p).1;
+    (p, m.correct as f64 / m.rows as f64)
+}
+
+fn accuracy(p: &Params) -> f64 {
+    let (x, y) = generated_rows(FEATURES, SEED, 0..ROWS);
+    let m = LogisticRegression
+        .gradient(
+            &Batch {
+                features: &x,
+                labels: &y,
+                dim: FEATURES,
+            },
+            p,
+        )
+        .1;
+    m.correct as f64 / m.rows as f64
+}
+
+#[test]
+fn logistic_regression_matches_one_process_survives_a_kill_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = sluice(
+        BIN,
+        &[
+            "generate-classification",
+            s(&data),
+            "--rows",
+            &ROWS.to_string(),
+            "--features",
+            &FEATURES.to_string(),
+            "--files",
+            "4",
+            "--seed",
+            &SEED.to_string(),
+        ],
+    );
+    r.assert_success();
+    let mut cluster =
+        Cluster::start_with_flags(BIN, 2, 1, &[], &["--executor-timeout", "2s"]).unwrap();
+
+    // Five epochs on two executor processes, against the same steps in one process.
+    let out = tmp.path().join("straight");
+    let r = cluster.sluice(&train_args(&cluster, &data, &out, "5"));
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let report = r.stdout_json();
+    assert_eq!(report["epochs"].as_array().unwrap().len(), 5, "{report}");
+    let got = final_params(&out);
+    let (want, want_acc) = reference();
+    let diff = got.max_abs_diff(&want);
+    assert!(diff <= 1e-4, "parameters differ from one process by {diff}");
+    let acc = accuracy(&got);
+    assert!(acc >= 0.95, "accuracy {acc} (one process: {want_acc})");
+    for e in 1..=5 {
+        let ck = out.join(format!("checkpoints/epoch-{e:05}.json"));
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&ck).unwrap()).unwrap();
+        assert_eq!(m["epoch"], e, "{m}");
+        assert_eq!(m["samples"], ROWS, "every row once per epoch: {m}");
+    }
+
+    // An executor killed with SIGKILL during epoch 3 (a fresh one started): the same result.
+    let out_kill = tmp.path().join("killed");
+    let mut child = Command::new(BIN)
+        .args(train_args(&cluster, &data, &out_kill, "5"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out_kill
+        .join("checkpoints/epoch-00002.safetensors")
+        .exists()
+    {
+        assert!(Instant::now() < deadline, "epoch 2 never finished");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cluster.kill_executor(0);
+    cluster.add_executor(1, &[]).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}\n{}", cluster.logs());
+    let killed = final_params(&out_kill);
+    assert!(
+        killed.max_abs_diff(&got) <= 1e-6,
+        "with a kill the parameters differ by {}",
+        killed.max_abs_diff(&got)
+    );
+
+    // The whole cluster gone after epoch 2's checkpoint; a new one resumes at epoch 3.
+    let out_resume = tmp.path().join("resumed");
+    let r = cluster.sluice(&train_args(&cluster, &data, &out_resume, "2"));
+    assert!(r.success(), "{}", r.stderr);
+    drop(cluster);
+    let cluster = Cluster::start(BIN, 2, 1).unwrap();
+    let mut args = train_args(&cluster, &data, &out_resume, "5");
+    args.push("--resume");
+    let r = cluster.sluice(&args);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    assert!(r.stderr.contains("resuming after epoch 2"), "{}", r.stderr);
+    let report = r.stdout_json();
+    let epochs: Vec<u64> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [3, 4, 5], "continues at epoch 3");
+    let resumed = final_params(&out_resume);
+    assert!(
+        resumed.max_abs_diff(&got) <= 1e-6,
+        "resumed parameters differ by {}",
+        resumed.max_abs_diff(&got)
+    );
+}
