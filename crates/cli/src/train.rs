@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sluice_core::{InputFormat, JobSpec, OutputFormat};
+use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
 use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
     assemble, model_named, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM,
@@ -172,10 +172,12 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
                 out.display()
             )))
         }
-        (false, Some(_)) => return Err(CliError::Usage(format!(
+        (false, Some(_)) => {
+            return Err(CliError::Usage(format!(
             "{} already holds checkpoints; pass --resume to continue or choose another --output",
             out.display()
-        ))),
+        )))
+        }
         (false, None) => 0,
     };
     let (mut params, mut state) = if start_epoch == 0 {
@@ -206,6 +208,9 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             (FEATURES_PARAM, dim.to_string()),
             (SHARDS_PARAM, args.shards.to_string()),
             (LABEL_PARAM, args.label.clone()),
+            // Executors keep the decoded splits; each goes back where it is cached, so
+            // epochs after the first read nothing from the datastore.
+            (CACHE_PARAM, "true".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -245,8 +250,11 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             v,
         };
         let secs = t0.elapsed().as_secs_f64();
+        let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
         let metrics = serde_json::json!({
             "epoch": epoch, "loss": loss, "accuracy": accuracy, "samples": rows,
+            "datastore_bytes_read": counter(sluice_worker::DATASTORE_BYTES_COUNTER),
+            "cache_hits": counter(sluice_worker::CACHE_HITS_COUNTER),
             "samples_per_s": rows as f64 / secs.max(1e-9), "seconds": secs,
             "model": args.model, "data_hash": data_hash, "job_id": id,
         });

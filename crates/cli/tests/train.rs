@@ -132,6 +132,14 @@ fn logistic_regression_matches_one_process_survives_a_kill_and_resumes() {
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&ck).unwrap()).unwrap();
         assert_eq!(m["epoch"], e, "{m}");
         assert_eq!(m["samples"], ROWS, "every row once per epoch: {m}");
+        // The first epoch reads the data; the others find every split cached where it runs.
+        let read = m["datastore_bytes_read"].as_u64().unwrap();
+        if e == 1 {
+            assert!(read > 0, "{m}");
+        } else {
+            assert_eq!(read, 0, "epoch {e} read from the datastore: {m}");
+            assert!(m["cache_hits"].as_u64().unwrap() > 1, "{m}");
+        }
     }
 
     // An executor killed with SIGKILL during epoch 3 (a fresh one started): the same result.

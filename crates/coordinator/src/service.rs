@@ -77,6 +77,7 @@ impl Coordinator {
             scheduler,
             next_executor: store.load_meta()?.next_executor.max(1),
             planning_outputs: HashSet::new(),
+            affinity: HashMap::new(),
         };
         let resume_commits = restore(&mut state, store.load_jobs()?);
         Ok(Coordinator {
@@ -824,10 +825,11 @@ impl Control for Coordinator {
                     scheduler,
                     jobs,
                     executors,
+                    affinity,
                     ..
                 } = &mut *st;
                 let queued = scheduler.next(&r.executor_id, r.free_slots as usize, &mut |q| {
-                    may_run(jobs, executors, q, &r.executor_id)
+                    may_run(jobs, executors, affinity, q, &r.executor_id)
                 });
                 let tasks: Vec<_> = queued
                     .iter()
@@ -982,6 +984,17 @@ impl Coordinator {
         let mut commit = false;
         match kind {
             TaskKind::Map => {
+                if job
+                    .spec
+                    .params
+                    .get(sluice_core::CACHE_PARAM)
+                    .is_some_and(|v| v == "true")
+                {
+                    if let Some(sp) = job.splits.get(r.index as usize) {
+                        st.affinity
+                            .insert(crate::state::split_key(sp), r.executor_id.clone());
+                    }
+                }
                 // The bad records the attempt committed (`_bad_records/`), if any.
                 job.files.extend(r.files);
                 job.map_outputs[r.index as usize] = Some(MapOutputLocation {

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_core::{FailureKind, JobSpec, JobState, Split, StageState, TaskId, TaskKind, TaskState};
+use sluice_core::{
+    FailureKind, JobSpec, JobState, Split, StageState, TaskId, TaskKind, TaskState, CACHE_PARAM,
+};
 use sluice_rpc::pb;
 use tokio::sync::watch;
 
@@ -606,12 +608,18 @@ pub(crate) fn restore(st: &mut State, records: Vec<pb::JobRecord>) -> Vec<String
     commits
 }
 
+/// How a split is known across jobs (for cache placement).
+pub(crate) fn split_key(s: &Split) -> String {
+    format!("{s:?}")
+}
+
 /// Whether executor `executor_id` should take task `q` now. An excluded executor takes nothing,
 /// and a task does not go back to an executor where it failed, as long as another live executor
 /// could take it instead (so a one-executor cluster still runs everything).
 pub(crate) fn may_run(
     jobs: &BTreeMap<String, Job>,
     executors: &HashMap<String, ExecutorEntry>,
+    affinity: &HashMap<String, String>,
     q: &QueuedTask,
     executor_id: &str,
 ) -> bool {
@@ -631,6 +639,21 @@ pub(crate) fn may_run(
         TaskKind::Map => j.maps.get(q.task.index as usize),
         TaskKind::Reduce => j.reduces.get(q.task.index as usize),
     });
+    // A cached split goes back to the executor that holds it, while that one is usable.
+    let job = jobs.get(&q.job_id);
+    if q.task.kind == TaskKind::Map
+        && !q.speculative
+        && job.is_some_and(|j| j.spec.params.get(CACHE_PARAM).is_some_and(|v| v == "true"))
+    {
+        let holder = job
+            .and_then(|j| j.splits.get(q.task.index as usize))
+            .and_then(|sp| affinity.get(&split_key(sp)));
+        if let Some(h) = holder {
+            if h != executor_id && usable().any(|id| id == h) {
+                return false;
+            }
+        }
+    }
     // A speculative copy never runs beside its original on the same (slow) executor.
     if q.speculative && entry.is_some_and(|t| t.live_executors().any(|e| e == executor_id)) {
         return false;
@@ -649,6 +672,9 @@ pub(crate) struct State {
     pub next_executor: u64,
     /// Outputs of jobs being planned (not yet in `jobs`), so two submits cannot share one.
     pub planning_outputs: HashSet<String>,
+    /// Which executor last mapped each split of a caching job (`sluice.cache=true`): it holds
+    /// the decoded split, so the next job's map of it goes there.
+    pub affinity: HashMap<String, String>,
 }
 
 impl State {
@@ -925,16 +951,43 @@ mod tests {
             task: TaskId::map(i),
         };
         // Alone, e1 runs it anyway.
-        assert!(may_run(&jobs, &executors, &q(0), "e1"));
+        assert!(may_run(&jobs, &executors, &HashMap::new(), &q(0), "e1"));
         executors.insert("e2".to_string(), ExecutorEntry::new(1, String::new()));
-        assert!(!may_run(&jobs, &executors, &q(0), "e1"));
-        assert!(may_run(&jobs, &executors, &q(0), "e2"));
-        assert!(may_run(&jobs, &executors, &q(1), "e1"));
+        assert!(!may_run(&jobs, &executors, &HashMap::new(), &q(0), "e1"));
+        assert!(may_run(&jobs, &executors, &HashMap::new(), &q(0), "e2"));
+        assert!(may_run(&jobs, &executors, &HashMap::new(), &q(1), "e1"));
         // An excluded executor takes nothing while another can.
         executors.get_mut("e2").unwrap().excluded_until =
             Some(Instant::now() + Duration::from_secs(60));
-        assert!(!may_run(&jobs, &executors, &q(1), "e2"));
+        assert!(!may_run(&jobs, &executors, &HashMap::new(), &q(1), "e2"));
         // Once e2 is excluded, e1 is the only usable one and gets the task back.
-        assert!(may_run(&jobs, &executors, &q(0), "e1"));
+        assert!(may_run(&jobs, &executors, &HashMap::new(), &q(0), "e1"));
+    }
+
+    #[test]
+    fn a_cached_split_goes_back_to_its_holder_while_it_is_usable() {
+        let mut spec = spec();
+        spec.params.insert(CACHE_PARAM.into(), "true".into());
+        let split = Split {
+            path: "a.parquet".into(),
+            ..Default::default()
+        };
+        let mut jobs = BTreeMap::new();
+        jobs.insert("j".to_string(), Job::new("j".into(), spec, vec![split.clone()]));
+        let mut executors = HashMap::new();
+        for e in ["e1", "e2"] {
+            executors.insert(e.to_string(), ExecutorEntry::new(1, String::new()));
+        }
+        let affinity = HashMap::from([(split_key(&split), "e2".to_string())]);
+        let q = QueuedTask {
+            job_id: "j".into(),
+            speculative: false,
+            task: TaskId::map(0),
+        };
+        assert!(!may_run(&jobs, &executors, &affinity, &q, "e1"));
+        assert!(may_run(&jobs, &executors, &affinity, &q, "e2"));
+        // The holder gone: anyone.
+        executors.remove("e2");
+        assert!(may_run(&jobs, &executors, &affinity, &q, "e1"));
     }
 }

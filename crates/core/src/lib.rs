@@ -16,7 +16,7 @@ pub use error::CoreError;
 pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
 pub use spec::{
-    InputFormat, JobSpec, OutputFormat, Split, CSV_MULTILINE_PARAM, DEFAULT_SPLIT_SIZE,
-    MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
+    InputFormat, JobSpec, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
+    DEFAULT_SPLIT_SIZE, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
 };
 pub use state::{FailureKind, JobState, StageState, TaskState};

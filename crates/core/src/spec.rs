@@ -146,6 +146,11 @@ pub const CSV_MULTILINE_PARAM: &str = "sluice.csv.multiline";
 /// each executor sets its memory divided by its slots.
 pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
 
+/// The job parameter by which a job asks executors to keep its decoded columnar splits in
+/// memory (`true`) for the next job over the same data (training epochs), and the coordinator
+/// to send each split back to the executor that holds it.
+pub const CACHE_PARAM: &str = "sluice.cache";
+
 /// The job parameter that sets how many attempts a task gets before the job fails
 /// (`--max-attempts`; the coordinator's default, 4, when unset). Attempts lost with their
 /// executor, or sent back because map outputs were lost, do not count.

@@ -20,4 +20,7 @@ mod tasks;
 
 pub use protocol::TaskInfo;
 pub use serve::{describe, main, serve, MEMORY_LIMIT_ENV};
-pub use tasks::{run_map, run_reduce, MapDone, ReduceDone, TaskFailure};
+pub use tasks::{
+    run_map, run_reduce, MapDone, ReduceDone, TaskFailure, CACHE_BYTES_PARAM, CACHE_HITS_COUNTER,
+    DATASTORE_BYTES_COUNTER,
+};

@@ -4,12 +4,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use sluice_core::{
-    FailureKind, InputFormat, OutputFormat, Split, CSV_MULTILINE_PARAM, TASK_MEMORY_PARAM,
+    FailureKind, InputFormat, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
+    TASK_MEMORY_PARAM,
 };
 use sluice_shuffle::{reduce_fan_in, Combine, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
     read_arrow_split, read_parquet_split, read_split, Compression, Filter, OutputOptions,
-    StorageError, TaskWriter, WrittenFile, PARTITION_BY_PARAM,
+    StorageError, TaskWriter, WrittenFile, PARTITION_BY_PARAM, WHERE_PARAM,
 };
 use sluice_udf::{panic_message, Counters, Job, MapInput, ReduceInput, TaskContext, UdfError};
 
@@ -143,17 +144,46 @@ pub fn run_map(
     } else {
         let filter = Filter::from_params(|k| ctx.param(k)).map_err(TaskFailure::fatal)?;
         let columns = job.input_columns();
-        let batches = if format == InputFormat::Arrow {
-            read_arrow_split(split, columns.as_deref(), filter.as_ref())?
+        let read = || {
+            if format == InputFormat::Arrow {
+                read_arrow_split(split, columns.as_deref(), filter.as_ref())
+            } else {
+                read_parquet_split(split, columns.as_deref(), filter.as_ref())
+            }
+        };
+        let mut read_counters = Counters::default();
+        let batches = if ctx.param(CACHE_PARAM) == Some("true") {
+            let key = format!(
+                "{format:?}|{split:?}|{columns:?}|{:?}",
+                ctx.param(WHERE_PARAM)
+            );
+            let budget = ctx
+                .param(CACHE_BYTES_PARAM)
+                .map(sluice_core::parse_byte_size)
+                .transpose()
+                .map_err(|e| TaskFailure::fatal(format!("{CACHE_BYTES_PARAM}: {e}")))?
+                .unwrap_or(DEFAULT_CACHE_BYTES);
+            match cache::get(&key) {
+                Some(b) => {
+                    read_counters.add(CACHE_HITS_COUNTER, 1);
+                    b
+                }
+                None => {
+                    let b = std::sync::Arc::new(read()?);
+                    read_counters.add(DATASTORE_BYTES_COUNTER, split.len() as i64);
+                    cache::put(key, b.clone(), budget);
+                    b
+                }
+            }
         } else {
-            read_parquet_split(split, columns.as_deref(), filter.as_ref())?
+            read_counters.add(DATASTORE_BYTES_COUNTER, split.len() as i64);
+            std::sync::Arc::new(read()?)
         };
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let input = MapInput::Batches(&batches);
-        (
-            guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?,
-            rows,
-        )
+        let mut out = guarded("map", || Ok(job.run_map(input, reducers, ctx)?))?;
+        out.counters.merge(&read_counters);
+        (out, rows)
     };
     let task = ctx.task();
     let info = store
@@ -165,6 +195,59 @@ pub fn run_map(
         counters: out.counters,
         bad_records: ctx.take_bad_records(),
     })
+}
+
+/// The counter of input bytes map tasks read from the datastore (a split served from the
+/// executor's cache reads none).
+pub const DATASTORE_BYTES_COUNTER: &str = "datastore_bytes_read";
+
+/// The counter of columnar splits served from an executor's cache (`sluice.cache=true`).
+pub const CACHE_HITS_COUNTER: &str = "cache_hits";
+
+/// The job parameter that bounds the memory an executor process gives cached splits.
+pub const CACHE_BYTES_PARAM: &str = "sluice.cache.bytes";
+
+/// Cached splits per process unless the job says otherwise.
+const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// Decoded columnar splits kept in this process across jobs (training epochs read the same
+/// data every round), oldest dropped first past the budget.
+mod cache {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use arrow_array::RecordBatch;
+
+    type Entry = (String, Arc<Vec<RecordBatch>>, u64);
+
+    static CACHE: Mutex<(VecDeque<Entry>, u64)> = Mutex::new((VecDeque::new(), 0));
+
+    /// The cached batches of `key`.
+    pub fn get(key: &str) -> Option<Arc<Vec<RecordBatch>>> {
+        let c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        c.0.iter().find(|e| e.0 == key).map(|e| e.1.clone())
+    }
+
+    /// Keeps `batches` under `key` within `budget` bytes in all (a split larger than the
+    /// budget is not kept).
+    pub fn put(key: String, batches: Arc<Vec<RecordBatch>>, budget: u64) {
+        let size: u64 = batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum();
+        if size > budget {
+            return;
+        }
+        let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        while c.1 + size > budget {
+            match c.0.pop_front() {
+                Some(old) => c.1 -= old.2,
+                None => break,
+            }
+        }
+        c.1 += size;
+        c.0.push_back((key, batches, size));
+    }
 }
 
 /// The counter of sorted runs map tasks spilled to disk to stay within `--task-memory`.
