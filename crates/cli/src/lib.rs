@@ -201,6 +201,10 @@ enum Cmd {
         /// Continue after the last checkpoint in OUTPUT.
         #[arg(long)]
         resume: bool,
+        /// Memory each executor may keep decoded input in across epochs (beyond it, splits
+        /// are read again).
+        #[arg(long, default_value = "4GiB")]
+        cache_memory: String,
         /// Submit to this coordinator; without it, run embedded.
         #[arg(long)]
         coordinator: Option<String>,
@@ -469,10 +473,13 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             label,
             split_size,
             resume,
+            cache_memory,
             coordinator,
             executors,
             json,
         } => {
+            sluice_core::parse_byte_size(&cache_memory)
+                .map_err(|e| CliError::Usage(format!("--cache-memory: {e}")))?;
             let args = train::TrainArgs {
                 inputs,
                 output,
@@ -484,6 +491,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 label,
                 split_size: sluice_core::parse_byte_size(&split_size)?,
                 resume,
+                cache_memory,
             };
             let result = match coordinator {
                 Some(url) => train::train(&args, &url).await,

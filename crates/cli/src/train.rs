@@ -44,6 +44,8 @@ pub struct TrainArgs {
     pub split_size: u64,
     /// Continue after the last checkpoint.
     pub resume: bool,
+    /// Memory each executor process may give cached splits.
+    pub cache_memory: String,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CliError + 'a {
@@ -211,6 +213,7 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             // Executors keep the decoded splits; each goes back where it is cached, so
             // epochs after the first read nothing from the datastore.
             (CACHE_PARAM, "true".to_string()),
+            (sluice_worker::CACHE_BYTES_PARAM, args.cache_memory.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -973,7 +973,10 @@ mod tests {
             ..Default::default()
         };
         let mut jobs = BTreeMap::new();
-        jobs.insert("j".to_string(), Job::new("j".into(), spec, vec![split.clone()]));
+        jobs.insert(
+            "j".to_string(),
+            Job::new("j".into(), spec, vec![split.clone()]),
+        );
         let mut executors = HashMap::new();
         for e in ["e1", "e2"] {
             executors.insert(e.to_string(), ExecutorEntry::new(1, String::new()));
