@@ -105,21 +105,25 @@ pub fn generate_text(dir: &Path, total: u64, files: u32, seed: u64) -> Result<u6
 
 /// Writes `rows` rows of `sluice_udf::train::generated_rows(features, seed, ..)` as Parquet over
 /// `files` files `part-NNNN.parquet` in `dir`: columns `f0..f{features-1}` and `label`
-/// (float32), rows in order across the files.
+/// (float32), rows in order across the files; with `id`, first an `id` column (uint64, the row
+/// number).
 pub fn generate_classification(
     dir: &Path,
     rows: u64,
     features: usize,
     files: u32,
     seed: u64,
+    id: bool,
 ) -> Result<(), CliError> {
     use std::sync::Arc;
 
-    use arrow_array::{ArrayRef, Float32Array, RecordBatch};
+    use arrow_array::{ArrayRef, Float32Array, RecordBatch, UInt64Array};
     use arrow_schema::{DataType, Field, Schema};
-    let mut fields: Vec<Field> = (0..features)
-        .map(|i| Field::new(format!("f{i}"), DataType::Float32, false))
-        .collect();
+    let mut fields: Vec<Field> = Vec::new();
+    if id {
+        fields.push(Field::new("id", DataType::UInt64, false));
+    }
+    fields.extend((0..features).map(|i| Field::new(format!("f{i}"), DataType::Float32, false)));
     fields.push(Field::new("label", DataType::Float32, false));
     let schema = Arc::new(Schema::new(fields));
     let files = files.max(1) as u64;
@@ -136,13 +140,15 @@ pub fn generate_classification(
             let end = (at + 65_536).min(to);
             let (x, y) = sluice_udf::train::generated_rows(features, seed, at..end);
             let n = (end - at) as usize;
-            let mut cols: Vec<ArrayRef> = (0..features)
-                .map(|j| {
-                    Arc::new(Float32Array::from_iter_values(
-                        (0..n).map(|r| x[r * features + j]),
-                    )) as ArrayRef
-                })
-                .collect();
+            let mut cols: Vec<ArrayRef> = Vec::new();
+            if id {
+                cols.push(Arc::new(UInt64Array::from_iter_values(at..end)));
+            }
+            cols.extend((0..features).map(|j| {
+                Arc::new(Float32Array::from_iter_values(
+                    (0..n).map(|r| x[r * features + j]),
+                )) as ArrayRef
+            }));
             cols.push(Arc::new(Float32Array::from(y)));
             let batch = RecordBatch::try_new(schema.clone(), cols)
                 .map_err(|e| CliError::Usage(format!("building generated rows: {e}")))?;

@@ -205,6 +205,20 @@ enum Cmd {
         /// are read again).
         #[arg(long, default_value = "4GiB")]
         cache_memory: String,
+        /// Rows per step (a global mini-batch: an equal share of every split); 0 takes one
+        /// step over all rows per epoch.
+        #[arg(long, default_value_t = 0)]
+        batch_size: u64,
+        /// Learning-rate schedule: `constant`, or `step:EPOCHS:GAMMA`.
+        #[arg(long, default_value = "constant")]
+        lr_schedule: String,
+        /// A column of sample ids (not a feature).
+        #[arg(long)]
+        id_column: Option<String>,
+        /// Record the sample ids each map uses per round under this directory (for checking
+        /// that every sample is used once per epoch).
+        #[arg(long)]
+        ledger: Option<String>,
         /// Submit to this coordinator; without it, run embedded.
         #[arg(long)]
         coordinator: Option<String>,
@@ -232,6 +246,9 @@ enum Cmd {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Add an `id` column (the row number).
+        #[arg(long)]
+        id: bool,
     },
     GenerateText {
         /// Output directory.
@@ -474,6 +491,10 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             split_size,
             resume,
             cache_memory,
+            batch_size,
+            lr_schedule,
+            id_column,
+            ledger,
             coordinator,
             executors,
             json,
@@ -492,6 +513,10 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 split_size: sluice_core::parse_byte_size(&split_size)?,
                 resume,
                 cache_memory,
+                batch_size,
+                lr_schedule,
+                id_column,
+                ledger,
             };
             let result = match coordinator {
                 Some(url) => train::train(&args, &url).await,
@@ -515,8 +540,16 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             features,
             files,
             seed,
+            id,
         } => {
-            gen::generate_classification(std::path::Path::new(&dir), rows, features, files, seed)?;
+            gen::generate_classification(
+                std::path::Path::new(&dir),
+                rows,
+                features,
+                files,
+                seed,
+                id,
+            )?;
             println!("wrote {rows} rows of {features} features in {files} files to {dir}");
             Ok(())
         }

@@ -14,7 +14,8 @@ use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
 use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
     assemble, model_named, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM,
-    LABEL_PARAM, MODEL_PARAM, OPTIMIZER_PARAM, SHARDS_PARAM,
+    ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LR_SCALE_PARAM, MODEL_PARAM, OPTIMIZER_PARAM,
+    SHARDS_PARAM, STEPS_PARAM, STEP_PARAM,
 };
 
 use crate::commands::submit_spec;
@@ -46,6 +47,33 @@ pub struct TrainArgs {
     pub resume: bool,
     /// Memory each executor process may give cached splits.
     pub cache_memory: String,
+    /// Rows per step (a global mini-batch, taken as an equal share of every split); 0 for one
+    /// step over all rows per epoch.
+    pub batch_size: u64,
+    /// `constant`, or `step:EPOCHS:GAMMA` (the rate times GAMMA every EPOCHS epochs).
+    pub lr_schedule: String,
+    /// A column of sample ids (not a feature).
+    pub id_column: Option<String>,
+    /// A directory where maps record the sample ids of each round (tests).
+    pub ledger: Option<String>,
+}
+
+/// The learning-rate factor of `epoch` (1-based) under `schedule`.
+fn lr_scale(schedule: &str, epoch: u32) -> Result<f32, CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "--lr-schedule {schedule}: give constant or step:EPOCHS:GAMMA"
+        ))
+    };
+    match schedule.split(':').collect::<Vec<_>>().as_slice() {
+        ["constant"] => Ok(1.0),
+        ["step", every, gamma] => {
+            let every: u32 = every.parse().map_err(|_| bad())?;
+            let gamma: f32 = gamma.parse().map_err(|_| bad())?;
+            Ok(gamma.powi(((epoch - 1) / every.max(1)) as i32))
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CliError + 'a {
@@ -56,9 +84,13 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Cl
     }
 }
 
-/// The Parquet files of `inputs`, and the number of feature columns (all but `label`) of the
-/// first.
-fn features_of(inputs: &[String], label: &str) -> Result<(usize, String), CliError> {
+/// The number of feature columns (all but the label and the id) of the first Parquet file of
+/// `inputs`, a hash of the input files, and the rows of all of them (from their footers).
+fn features_of(
+    inputs: &[String],
+    label: &str,
+    id: Option<&str>,
+) -> Result<(usize, String, u64), CliError> {
     let files = sluice_storage::list_inputs(inputs)?;
     let first = files
         .first()
@@ -67,12 +99,21 @@ fn features_of(inputs: &[String], label: &str) -> Result<(usize, String), CliErr
     let f = std::fs::File::open(&path).map_err(io("opening", Path::new(&path)))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| CliError::Usage(format!("{path}: not Parquet training data: {e}")))?;
-    let schema = reader.schema();
+    let schema = reader.schema().clone();
     if schema.index_of(label).is_err() {
         return Err(CliError::Usage(format!(
             "{path}: no label column '{label}' (pass --label)"
         )));
     }
+    let mut rows = 0u64;
+    for f in &files {
+        let p = f.path.trim_start_matches("file://");
+        let file = std::fs::File::open(p).map_err(io("opening", Path::new(p)))?;
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| CliError::Usage(format!("{p}: not Parquet training data: {e}")))?;
+        rows += r.metadata().file_metadata().num_rows().max(0) as u64;
+    }
+    let not_features = 1 + usize::from(id.is_some_and(|c| schema.index_of(c).is_ok()));
     // The data hash of the manifest: the input files with their sizes.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in &files {
@@ -80,38 +121,49 @@ fn features_of(inputs: &[String], label: &str) -> Result<(usize, String), CliErr
             h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
         }
     }
-    Ok((schema.fields().len() - 1, format!("{h:016x}")))
+    Ok((
+        schema.fields().len() - not_features,
+        format!("{h:016x}"),
+        rows,
+    ))
 }
 
-fn checkpoint_path(out: &Path, epoch: u32) -> PathBuf {
-    out.join("checkpoints")
-        .join(format!("epoch-{epoch:05}.safetensors"))
+/// Where the checkpoint after `step` steps of `epoch` goes: `epoch-E.safetensors` once the
+/// epoch is done (`step` None), `epoch-E-step-K.safetensors` within it.
+fn checkpoint_path(out: &Path, epoch: u32, step: Option<u32>) -> PathBuf {
+    let name = match step {
+        None => format!("epoch-{epoch:05}.safetensors"),
+        Some(k) => format!("epoch-{epoch:05}-step-{k:05}.safetensors"),
+    };
+    out.join("checkpoints").join(name)
 }
 
-/// The last epoch with a checkpoint under `out`, if any.
-fn last_checkpoint(out: &Path) -> Option<u32> {
+/// The latest checkpoint under `out`: (epoch, steps done in it, None when the epoch is done).
+fn last_checkpoint(out: &Path) -> Option<(u32, Option<u32>)> {
     std::fs::read_dir(out.join("checkpoints"))
         .ok()?
         .flatten()
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("epoch-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()
+            let stem = n.strip_prefix("epoch-")?.strip_suffix(".safetensors")?;
+            match stem.split_once("-step-") {
+                None => Some((stem.parse().ok()?, None)),
+                Some((e, k)) => Some((e.parse().ok()?, Some(k.parse().ok()?))),
+            }
         })
-        .max()
+        .max_by_key(|&(e, k)| (e, k.map_or(u64::MAX, u64::from)))
 }
 
 /// Writes a checkpoint and its JSON manifest, each landing whole (write, then rename).
 fn write_checkpoint(
     out: &Path,
     epoch: u32,
+    step: Option<u32>,
     params: &Params,
     state: &OptState,
     manifest: &serde_json::Value,
 ) -> Result<PathBuf, CliError> {
-    let path = checkpoint_path(out, epoch);
+    let path = checkpoint_path(out, epoch, step);
     let dir = path.parent().unwrap_or(out);
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let meta: HashMap<String, String> = manifest
@@ -119,15 +171,19 @@ fn write_checkpoint(
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
         .unwrap_or_default();
     let bytes = checkpoint_bytes(params, state, meta)?;
+    // The manifest lands first and the checkpoint last, each whole: a checkpoint that exists
+    // (what --resume looks for) always has its manifest.
+    let json = path.with_extension("json");
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(manifest).unwrap_or_default(),
+    )
+    .map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, &json).map_err(io("renaming", &tmp))?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
-    let json = path.with_extension("json");
-    std::fs::write(
-        &json,
-        serde_json::to_vec_pretty(manifest).unwrap_or_default(),
-    )
-    .map_err(io("writing", &json))?;
     Ok(path)
 }
 
@@ -165,9 +221,16 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
         std::path::absolute(&args.output).map_err(io("resolving", Path::new(&args.output)))?;
     let model = model_named(&args.model)?;
     optimizer_named(&args.optimizer)?;
-    let (dim, data_hash) = features_of(&args.inputs, &args.label)?;
-    let start_epoch = match (args.resume, last_checkpoint(&out)) {
-        (true, Some(e)) => e,
+    let (dim, data_hash, total_rows) =
+        features_of(&args.inputs, &args.label, args.id_column.as_deref())?;
+    let steps = match args.batch_size {
+        0 => 1,
+        b => total_rows.div_ceil(b).max(1) as u32,
+    };
+    // Where to start: (epoch, first step), after the last checkpoint when resuming.
+    let (start_epoch, start_step) = match (args.resume, last_checkpoint(&out)) {
+        (true, Some((e, None))) => (e + 1, 0),
+        (true, Some((e, Some(k)))) => (e, k),
         (true, None) => {
             return Err(CliError::Usage(format!(
                 "--resume: no checkpoint under {}/checkpoints",
@@ -180,98 +243,145 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             out.display()
         )))
         }
-        (false, None) => 0,
+        (false, None) => (1, 0),
     };
-    let (mut params, mut state) = if start_epoch == 0 {
+    let mut current = match (args.resume, last_checkpoint(&out)) {
+        (true, Some((e, k))) => checkpoint_path(&out, e, k),
+        _ => checkpoint_path(&out, 0, None),
+    };
+    let (mut params, mut state) = if !args.resume {
         let p = model.init(dim, args.seed);
         let s = OptState::new(&p);
         let manifest = serde_json::json!({"epoch": 0, "model": args.model, "data_hash": data_hash});
-        write_checkpoint(&out, 0, &p, &s, &manifest)?;
+        write_checkpoint(&out, 0, None, &p, &s, &manifest)?;
         (p, s)
     } else {
-        let path = checkpoint_path(&out, start_epoch);
-        let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+        let bytes = std::fs::read(&current).map_err(io("reading", &current))?;
         let (p, s, _) = read_checkpoint(&bytes, &model.init(dim, 0))?;
-        eprintln!("resuming after epoch {start_epoch} ({})", path.display());
+        let at = if start_step == 0 {
+            format!("epoch {}", start_epoch - 1)
+        } else {
+            format!("step {start_step} of epoch {start_epoch}")
+        };
+        eprintln!("resuming after {at} ({})", current.display());
         (p, s)
     };
     let mut client = sluice_rpc::jobs_client(url).await?;
     let mut history = Vec::new();
-    for epoch in start_epoch + 1..=args.epochs {
+    for epoch in start_epoch..=args.epochs {
         let t0 = Instant::now();
-        let round_out = out.join("rounds").join(format!("epoch-{epoch:05}"));
-        let params_map: BTreeMap<String, String> = [
-            (
-                CHECKPOINT_PARAM,
-                checkpoint_path(&out, epoch - 1).display().to_string(),
-            ),
-            (MODEL_PARAM, args.model.clone()),
-            (OPTIMIZER_PARAM, args.optimizer.clone()),
-            (FEATURES_PARAM, dim.to_string()),
-            (SHARDS_PARAM, args.shards.to_string()),
-            (LABEL_PARAM, args.label.clone()),
-            // Executors keep the decoded splits; each goes back where it is cached, so
-            // epochs after the first read nothing from the datastore.
-            (CACHE_PARAM, "true".to_string()),
-            (sluice_worker::CACHE_BYTES_PARAM, args.cache_memory.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let spec = JobSpec {
-            job: "train-step".into(),
-            inputs: args.inputs.clone(),
-            output: round_out.display().to_string(),
-            format: OutputFormat::Parquet,
-            input_format: InputFormat::Parquet,
-            split_size: args.split_size,
-            reducers: Some(args.shards.max(1)),
-            overwrite: true,
-            params: params_map,
-            binary: None,
-        };
-        let id = submit_spec(&mut client, &spec).await?;
-        let status = progress::watch(&mut client, &id).await?;
-        if status.state != "succeeded" {
-            return Err(CliError::JobFailed {
-                job_id: id,
-                state: status.state.clone(),
-                error: format!("training epoch {epoch}: {}", status.error),
+        let first = if epoch == start_epoch { start_step } else { 0 };
+        let (mut loss_sum, mut correct, mut rows, mut read, mut hits) =
+            (0.0, 0.0, 0u64, 0i64, 0i64);
+        let mut jobs = Vec::new();
+        for step in first..steps {
+            let round_out = out
+                .join("rounds")
+                .join(format!("epoch-{epoch:05}-step-{step:05}"));
+            let mut params_map: BTreeMap<String, String> = [
+                (CHECKPOINT_PARAM, current.display().to_string()),
+                (MODEL_PARAM, args.model.clone()),
+                (OPTIMIZER_PARAM, args.optimizer.clone()),
+                (FEATURES_PARAM, dim.to_string()),
+                (SHARDS_PARAM, args.shards.to_string()),
+                (LABEL_PARAM, args.label.clone()),
+                (STEP_PARAM, step.to_string()),
+                (STEPS_PARAM, steps.to_string()),
+                (
+                    LR_SCALE_PARAM,
+                    lr_scale(&args.lr_schedule, epoch)?.to_string(),
+                ),
+                // Executors keep the decoded splits; each goes back where it is cached, so
+                // rounds after the first read nothing from the datastore.
+                (CACHE_PARAM, "true".to_string()),
+                (sluice_worker::CACHE_BYTES_PARAM, args.cache_memory.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            if let Some(id) = &args.id_column {
+                params_map.insert(ID_PARAM.into(), id.clone());
+            }
+            if let Some(l) = &args.ledger {
+                params_map.insert(LEDGER_PARAM.into(), l.clone());
+            }
+            let spec = JobSpec {
+                job: "train-step".into(),
+                inputs: args.inputs.clone(),
+                output: round_out.display().to_string(),
+                format: OutputFormat::Parquet,
+                input_format: InputFormat::Parquet,
+                split_size: args.split_size,
+                reducers: Some(args.shards.max(1)),
+                overwrite: true,
+                params: params_map,
+                binary: None,
+            };
+            let id = submit_spec(&mut client, &spec).await?;
+            let status = progress::watch(&mut client, &id).await?;
+            if status.state != "succeeded" {
+                return Err(CliError::JobFailed {
+                    job_id: id,
+                    state: status.state.clone(),
+                    error: format!("training epoch {epoch} step {step}: {}", status.error),
+                });
+            }
+            let counters: HashMap<String, i64> = status
+                .stats
+                .as_ref()
+                .map(|s| s.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            let (l, a, r) = round_metrics(&counters);
+            loss_sum += l * r as f64;
+            correct += a * r as f64;
+            rows += r;
+            read += counters
+                .get(sluice_worker::DATASTORE_BYTES_COUNTER)
+                .copied()
+                .unwrap_or(0);
+            hits += counters
+                .get(sluice_worker::CACHE_HITS_COUNTER)
+                .copied()
+                .unwrap_or(0);
+            let (p, m, v) = assemble(&params, &read_round(&status, &round_out)?)?;
+            params = p;
+            state = OptState {
+                step: state.step + 1,
+                m,
+                v,
+            };
+            jobs.push(id.clone());
+            let done = step + 1;
+            let at = (done < steps).then_some(done);
+            let manifest = serde_json::json!({
+                "epoch": epoch, "step": done, "steps": steps, "job_id": id,
+                "model": args.model, "data_hash": data_hash,
             });
+            if at.is_some() {
+                current = write_checkpoint(&out, epoch, at, &params, &state, &manifest)?;
+            }
         }
-        let counters: HashMap<String, i64> = status
-            .stats
-            .as_ref()
-            .map(|s| s.counters.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        let (loss, accuracy, rows) = round_metrics(&counters);
-        let (p, m, v) = assemble(&params, &read_round(&status, &round_out)?)?;
-        params = p;
-        state = OptState {
-            step: state.step + 1,
-            m,
-            v,
-        };
         let secs = t0.elapsed().as_secs_f64();
-        let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let n = rows.max(1) as f64;
         let metrics = serde_json::json!({
-            "epoch": epoch, "loss": loss, "accuracy": accuracy, "samples": rows,
-            "datastore_bytes_read": counter(sluice_worker::DATASTORE_BYTES_COUNTER),
-            "cache_hits": counter(sluice_worker::CACHE_HITS_COUNTER),
-            "samples_per_s": rows as f64 / secs.max(1e-9), "seconds": secs,
-            "model": args.model, "data_hash": data_hash, "job_id": id,
+            "epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n, "samples": rows,
+            "steps": steps, "samples_per_s": rows as f64 / secs.max(1e-9), "seconds": secs,
+            "datastore_bytes_read": read, "cache_hits": hits,
+            "model": args.model, "data_hash": data_hash, "job_ids": jobs,
         });
-        write_checkpoint(&out, epoch, &params, &state, &metrics)?;
+        current = write_checkpoint(&out, epoch, None, &params, &state, &metrics)?;
         eprintln!(
-            "epoch {epoch}/{}: loss {loss:.5} (before the step), accuracy {accuracy:.4}, {rows} samples, {:.0} samples/s, {secs:.2} s",
+            "epoch {epoch}/{}: loss {:.5}, accuracy {:.4} (each step's, before it), {rows} samples in {} step(s), {:.0} samples/s, {secs:.2} s",
             args.epochs,
+            loss_sum / n,
+            correct / n,
+            steps - first,
             rows as f64 / secs.max(1e-9)
         );
         history.push(metrics);
     }
     let final_path = out.join("model.safetensors");
-    let last = checkpoint_path(&out, args.epochs.max(start_epoch));
-    std::fs::copy(&last, &final_path).map_err(io("writing", &final_path))?;
+    std::fs::copy(&current, &final_path).map_err(io("writing", &final_path))?;
     Ok(serde_json::json!({
         "model": final_path.display().to_string(),
         "epochs": history,

@@ -197,3 +197,161 @@ fn logistic_regression_matches_one_process_survives_a_kill_and_resumes() {
         resumed.max_abs_diff(&got)
     );
 }
+
+/// `sluice train` with mini-batches of `batch` rows and a ledger.
+fn minibatch_args<'a>(
+    cluster: &'a Cluster,
+    data: &'a Path,
+    out: &'a Path,
+    ledger: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(data),
+        "--output",
+        s(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "20000",
+        "--id-column",
+        "id",
+        "--ledger",
+        s(ledger),
+        "--optimizer",
+        "adam:0.05",
+        "--lr-schedule",
+        "step:2:0.5",
+        "--split-size",
+        "256KiB",
+    ]
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_once() {
+    const N: u64 = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = sluice(
+        BIN,
+        &[
+            "generate-classification",
+            s(&data),
+            "--rows",
+            &N.to_string(),
+            "--features",
+            "10",
+            "--files",
+            "4",
+            "--seed",
+            "5",
+            "--id",
+        ],
+    );
+    r.assert_success();
+    let cluster = Cluster::start(BIN, 2, 1).unwrap();
+    // The uninterrupted run: 3 epochs of 5 steps.
+    let straight = tmp.path().join("straight");
+    let r = cluster.sluice(&minibatch_args(
+        &cluster,
+        &data,
+        &straight,
+        &tmp.path().join("ledger-straight"),
+    ));
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(straight.join("checkpoints/epoch-00001.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (m["steps"].as_u64(), m["samples"].as_u64()),
+        (Some(5), Some(N)),
+        "{m}"
+    );
+
+    // Killed (the driver and the whole cluster) at 40% of epoch 2, then resumed.
+    let out = tmp.path().join("killed");
+    let ledger = tmp.path().join("ledger");
+    let mut child = Command::new(BIN)
+        .args(minibatch_args(&cluster, &data, &out, &ledger))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !out
+        .join("checkpoints/epoch-00002-step-00002.safetensors")
+        .exists()
+    {
+        assert!(Instant::now() < deadline, "epoch 2 never reached step 2");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(cluster);
+    let cluster = Cluster::start(BIN, 2, 1).unwrap();
+    let mut args = minibatch_args(&cluster, &data, &out, &ledger);
+    args.push("--resume");
+    let r = cluster.sluice(&args);
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    assert!(r.stderr.contains("resuming after step"), "{}", r.stderr);
+
+    // The ledger of epoch 2: the jobs whose results the checkpoints hold, one per step.
+    let manifest = |name: String| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints").join(name)).unwrap()).unwrap()
+    };
+    let mut jobs: Vec<String> = (1..5)
+        .map(|k| {
+            manifest(format!("epoch-00002-step-{k:05}.json"))["job_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let end = manifest("epoch-00002.json".into());
+    jobs.push(
+        end["job_ids"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .into(),
+    );
+    let mut used: Vec<u64> = Vec::new();
+    for job in &jobs {
+        let mut files = 0;
+        for e in std::fs::read_dir(&ledger).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(job.as_str()) && name.ends_with(".txt") {
+                files += 1;
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                used.extend(
+                    text.lines()
+                        .filter(|l| !l.is_empty())
+                        .map(|l| l.parse::<u64>().unwrap()),
+                );
+            }
+        }
+        assert!(files > 0, "no ledger of {job}");
+    }
+    used.sort_unstable();
+    let want: Vec<u64> = (0..N).collect();
+    assert_eq!(used.len() as u64, N, "samples used in epoch 2");
+    assert!(used == want, "every sample of epoch 2 used exactly once");
+    // And the same parameters as the run that was never killed.
+    let like = LogisticRegression.init(10, 0);
+    let read = |dir: &Path| {
+        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+        read_checkpoint(&b, &like).unwrap().0
+    };
+    let diff = read(&out).max_abs_diff(&read(&straight));
+    assert!(
+        diff <= 1e-6,
+        "resumed mid-epoch, the parameters differ by {diff}"
+    );
+}

@@ -64,6 +64,21 @@ pub trait BatchMapper: Send + Sync + 'static {
 
     /// Maps one input batch.
     fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError>;
+
+    /// True when the mapper needs a split's batches together ([`BatchMapper::map_split`]),
+    /// as a training step that takes a slice of the split's rows does.
+    fn whole_split(&self) -> bool {
+        false
+    }
+
+    /// Maps a whole split, its batches in order; by default batch by batch.
+    fn map_split(
+        &self,
+        batches: &[RecordBatch],
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError> {
+        batches.iter().try_for_each(|b| self.map_batch(b, out))
+    }
 }
 
 /// Reduces record batches whose rows are grouped by key.
@@ -391,7 +406,19 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             None => format!("task {}", ctx.task()),
         };
         let mut row0 = 0u64;
-        for b in batches {
+        if self.mapper.whole_split() {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.mapper.map_split(batches, &mut out)
+            }))
+            .unwrap_or_else(|p| {
+                Err(UdfError::User(format!(
+                    "panicked: {}",
+                    crate::panic_message(p.as_ref())
+                )))
+            })
+            .map_err(|e| UdfError::User(format!("{file}: the mapper failed on the split: {e}")))?;
+        }
+        for b in batches.iter().filter(|_| !self.mapper.whole_split()) {
             if skip {
                 self.map_isolating(b, row0, &file, &mut out)?;
             } else {

@@ -132,7 +132,7 @@ pub trait Model: Send + Sync {
     /// and returns the summed loss and the rows predicted right; one thread.
     fn gradient_into(&self, batch: &Batch<'_>, params: &Params, grad: &mut Params) -> Metrics;
 
-    /// The summed gradient over `batch` on all cores: chunks of [`GRAD_CHUNK_ROWS`] rows in
+    /// The summed gradient over `batch` on all cores: chunks of `GRAD_CHUNK_ROWS` (4096) rows in
     /// parallel, their sums added in chunk order (deterministic).
     fn gradient(&self, batch: &Batch<'_>, params: &Params) -> (Params, Metrics) {
         let chunks: Vec<(Params, Metrics)> = (0..batch.rows().div_ceil(GRAD_CHUNK_ROWS))

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{
@@ -32,6 +33,14 @@ pub const LABEL_PARAM: &str = "sluice.train.label";
 pub const FEATURES_PARAM: &str = "sluice.train.features";
 /// Job parameter: the number of parameter shards (reducers).
 pub const SHARDS_PARAM: &str = "sluice.train.shards";
+/// Job parameter: the round's step within the epoch (0-based).
+pub const STEP_PARAM: &str = "sluice.train.step";
+/// Job parameter: steps per epoch (each takes its share of every split's rows).
+pub const STEPS_PARAM: &str = "sluice.train.steps";
+/// Job parameter: a column of sample ids, not a feature.
+pub const ID_PARAM: &str = "sluice.train.id";
+/// Job parameter: a directory where maps record the ids of the rows they used (tests).
+pub const LEDGER_PARAM: &str = "sluice.train.ledger";
 /// Job parameter: the learning-rate factor of this round (the schedule's value; default 1).
 pub const LR_SCALE_PARAM: &str = "sluice.train.lr_scale";
 /// Counter: the summed loss of the round, in millionths.
@@ -177,30 +186,75 @@ impl BatchMapper for GradientMapper {
         map_schema()
     }
 
+    fn whole_split(&self) -> bool {
+        true
+    }
+
     fn map_batch(&self, batch: &RecordBatch, out: &mut BatchEmitter<'_>) -> Result<(), UdfError> {
+        self.map_split(std::slice::from_ref(batch), out)
+    }
+
+    fn map_split(
+        &self,
+        batches: &[RecordBatch],
+        out: &mut BatchEmitter<'_>,
+    ) -> Result<(), UdfError> {
         let ctx = out.context();
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
         let label = ctx.param(LABEL_PARAM).unwrap_or("label");
-        let schema = batch.schema();
+        let id_col = ctx.param(ID_PARAM);
+        let schema = first.schema();
         let li = schema.index_of(label).map_err(|_| {
             UdfError::Input(format!(
                 "no label column '{label}' (set {LABEL_PARAM}); columns: {:?}",
                 schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
             ))
         })?;
-        let feature_cols: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != li).collect();
+        let ii = match id_col {
+            Some(c) => Some(
+                schema
+                    .index_of(c)
+                    .map_err(|_| UdfError::Input(format!("no id column '{c}' ({ID_PARAM})")))?,
+            ),
+            None => None,
+        };
+        let feature_cols: Vec<usize> = (0..first.num_columns())
+            .filter(|&i| i != li && Some(i) != ii)
+            .collect();
         let dim = feature_cols.len();
-        let rows = batch.num_rows();
-        let cols = feature_cols
-            .iter()
-            .map(|&i| f32_column(batch, i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut features = vec![0f32; rows * dim];
-        for (j, col) in cols.iter().enumerate() {
-            for (r, v) in col.iter().enumerate() {
-                features[r * dim + j] = *v;
+        // This round's step takes rows [k n / S, (k + 1) n / S) of the split: over the S steps
+        // of an epoch every row is used once.
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let steps: usize = ctx.param_as(STEPS_PARAM)?.unwrap_or(1).max(1);
+        let step: usize = ctx.param_as(STEP_PARAM)?.unwrap_or(0);
+        let (from, to) = (step * n / steps, (step + 1) * n / steps);
+        let mut features = Vec::with_capacity((to - from) * dim);
+        let mut labels = Vec::with_capacity(to - from);
+        let mut ids: Vec<String> = Vec::new();
+        let mut at = 0usize;
+        for b in batches {
+            let (lo, hi) = (from.max(at), to.min(at + b.num_rows()));
+            if lo < hi {
+                let part = b.slice(lo - at, hi - lo);
+                let cols = feature_cols
+                    .iter()
+                    .map(|&i| f32_column(&part, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for r in 0..part.num_rows() {
+                    features.extend(cols.iter().map(|c| c[r]));
+                }
+                labels.extend(f32_column(&part, li)?);
+                if let Some(i) = ii {
+                    let col = part.column(i);
+                    ids.extend((0..part.num_rows()).map(|r| {
+                        arrow_cast::display::array_value_to_string(col, r).unwrap_or_default()
+                    }));
+                }
             }
+            at += b.num_rows();
         }
-        let labels = f32_column(batch, li)?;
         let round = round(ctx)?;
         if round
             .params
@@ -221,10 +275,12 @@ impl BatchMapper for GradientMapper {
             },
             &round.params,
         );
+        if let Some(dir) = ctx.param(LEDGER_PARAM) {
+            write_ledger(Path::new(dir), ctx, &ids)?;
+        }
         let flat: Vec<f32> = grad.0.iter().flat_map(|t| t.data.iter().copied()).collect();
         let n = shards(ctx);
         let map = ctx.task().index;
-        let seq = out.batches().len() as u32;
         let slices: Vec<Vec<u8>> = (0..n)
             .map(|r| {
                 flat[shard_range(flat.len(), n, r)]
@@ -236,7 +292,7 @@ impl BatchMapper for GradientMapper {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from_iter_values(0..n as u32)),
             Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(map, n))),
-            Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(seq, n))),
+            Arc::new(UInt32Array::from_iter_values(std::iter::repeat_n(0, n))),
             Arc::new(BinaryArray::from_iter_values(slices.iter())),
             Arc::new(Float64Array::from_iter_values(std::iter::repeat_n(
                 m.loss, n,
@@ -251,6 +307,19 @@ impl BatchMapper for GradientMapper {
         out.emit(RecordBatch::try_new(map_schema(), columns)?);
         Ok(())
     }
+}
+
+/// Writes the ids of the rows this map used in its round to `DIR/JOB-m-NNNNN.txt` (whole or
+/// not at all: written aside, then renamed), for tests that check each sample is used once.
+fn write_ledger(dir: &Path, ctx: &TaskContext, ids: &[String]) -> Result<(), UdfError> {
+    let io = |e: std::io::Error| UdfError::Sink(format!("ledger {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = format!("{}-{}.txt", ctx.job_id(), ctx.task());
+    let tmp = dir.join(format!("{name}.{}.tmp", ctx.attempt()));
+    let mut text = ids.join("\n");
+    text.push('\n');
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(io)
 }
 
 /// The parameter server of one shard.
