@@ -136,6 +136,11 @@ pub async fn start(
     let mut client = sluice_rpc::control_client(&cfg.coordinator).await?;
     let id = register(&mut client, &cfg, &shuffle_addr, registry.names(), None).await?;
     info!(executor_id = %id, shuffle = %shuffle_addr, slots = cfg.slots, "executor registered");
+    // GPUs are found through cudarc's run-time loading; none (and why) on a machine without.
+    match sluice_udf::gpu::discover() {
+        Ok(n) => info!(executor_id = %id, gpus = n, "GPUs found"),
+        Err(why) => info!(executor_id = %id, gpus = 0, reason = %why, "no GPUs"),
+    }
     let id = Arc::new(RwLock::new(id));
     let (stop, stop_rx) = watch::channel(false);
 

@@ -43,6 +43,7 @@ mod context;
 pub mod count;
 mod emit;
 mod error;
+pub mod gpu;
 mod input;
 mod job;
 mod registry;
