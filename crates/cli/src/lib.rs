@@ -219,6 +219,10 @@ enum Cmd {
         /// that every sample is used once per epoch).
         #[arg(long)]
         ledger: Option<String>,
+        /// `sync` (every round one step over the averaged gradient) or `local:K` (each map
+        /// takes K steps over its rows, then the parameters are averaged).
+        #[arg(long, default_value = "sync")]
+        mode: String,
         /// Submit to this coordinator; without it, run embedded.
         #[arg(long)]
         coordinator: Option<String>,
@@ -495,6 +499,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             lr_schedule,
             id_column,
             ledger,
+            mode,
             coordinator,
             executors,
             json,
@@ -517,6 +522,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 lr_schedule,
                 id_column,
                 ledger,
+                mode,
             };
             let result = match coordinator {
                 Some(url) => train::train(&args, &url).await,

@@ -14,8 +14,8 @@ use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
 use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
     assemble, model_named, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM,
-    ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LR_SCALE_PARAM, MODEL_PARAM, OPTIMIZER_PARAM,
-    SHARDS_PARAM, STEPS_PARAM, STEP_PARAM,
+    ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM, MODEL_PARAM,
+    OPTIMIZER_PARAM, SHARDS_PARAM, STEPS_PARAM, STEP_PARAM,
 };
 
 use crate::commands::submit_spec;
@@ -56,6 +56,8 @@ pub struct TrainArgs {
     pub id_column: Option<String>,
     /// A directory where maps record the sample ids of each round (tests).
     pub ledger: Option<String>,
+    /// `sync`, or `local:K` (K local steps per map, then parameter averaging).
+    pub mode: String,
 }
 
 /// The learning-rate factor of `epoch` (1-based) under `schedule`.
@@ -223,6 +225,18 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
     optimizer_named(&args.optimizer)?;
     let (dim, data_hash, total_rows) =
         features_of(&args.inputs, &args.label, args.id_column.as_deref())?;
+    let local_steps = match args.mode.split_once(':') {
+        None if args.mode == "sync" => None,
+        Some(("local", k)) => Some(k.parse::<u32>().ok().filter(|k| *k > 0).ok_or_else(|| {
+            CliError::Usage(format!("--mode {}: local:K wants K > 0", args.mode))
+        })?),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--mode {}: give sync or local:K",
+                args.mode
+            )))
+        }
+    };
     let steps = match args.batch_size {
         0 => 1,
         b => total_rows.div_ceil(b).max(1) as u32,
@@ -304,6 +318,9 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             }
             if let Some(l) = &args.ledger {
                 params_map.insert(LEDGER_PARAM.into(), l.clone());
+            }
+            if let Some(k) = local_steps {
+                params_map.insert(LOCAL_STEPS_PARAM.into(), k.to_string());
             }
             let spec = JobSpec {
                 job: "train-step".into(),

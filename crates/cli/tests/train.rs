@@ -355,3 +355,52 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
         "resumed mid-epoch, the parameters differ by {diff}"
     );
 }
+
+#[test]
+fn local_mode_averages_parameters_and_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    sluice(
+        BIN,
+        &[
+            "generate-classification",
+            s(&data),
+            "--rows",
+            "100000",
+            "--features",
+            &FEATURES.to_string(),
+            "--files",
+            "4",
+            "--seed",
+            &SEED.to_string(),
+        ],
+    )
+    .assert_success();
+    let cluster = Cluster::start(BIN, 2, 1).unwrap();
+    let run = |name: &str| {
+        let out = tmp.path().join(name);
+        let r = cluster.sluice(&[
+            "train",
+            "--coordinator",
+            cluster.url(),
+            "--input",
+            s(&data),
+            "--output",
+            s(&out),
+            "--mode",
+            "local:4",
+            "--optimizer",
+            "sgd:0.5:0",
+            "--epochs",
+            "2",
+            "--split-size",
+            "512KiB",
+        ]);
+        assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+        final_params(&out)
+    };
+    let a = run("local-a");
+    assert!(accuracy(&a) >= 0.95, "local mode reached {}", accuracy(&a));
+    // Deterministic: the same run gives the same parameters.
+    assert_eq!(a.max_abs_diff(&run("local-b")), 0.0);
+}

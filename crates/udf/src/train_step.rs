@@ -267,14 +267,16 @@ impl BatchMapper for GradientMapper {
                 round.params.0[0].data.len()
             )));
         }
-        let (grad, m) = round.model.gradient(
-            &Batch {
-                features: &features,
-                labels: &labels,
-                dim,
-            },
-            &round.params,
-        );
+        let batch = Batch {
+            features: &features,
+            labels: &labels,
+            dim,
+        };
+        let (grad, m) = if local_steps(ctx)? > 0 {
+            local_round(ctx, &round, &batch)?
+        } else {
+            round.model.gradient(&batch, &round.params)
+        };
         if let Some(dir) = ctx.param(LEDGER_PARAM) {
             write_ledger(Path::new(dir), ctx, &ids)?;
         }
@@ -307,6 +309,58 @@ impl BatchMapper for GradientMapper {
         out.emit(RecordBatch::try_new(map_schema(), columns)?);
         Ok(())
     }
+}
+
+/// Job parameter: `local` mode's steps per round (0, the default, is sync mode). In local mode
+/// each map takes that many optimizer steps over equal slices of its rows, starting from the
+/// round's parameters with fresh optimizer state, and the round's new parameters are the
+/// average of the maps' results weighted by their rows (parameter averaging).
+pub const LOCAL_STEPS_PARAM: &str = "sluice.train.local_steps";
+
+fn local_steps(ctx: &TaskContext) -> Result<usize, UdfError> {
+    Ok(ctx.param_as(LOCAL_STEPS_PARAM)?.unwrap_or(0))
+}
+
+/// Local mode's map: `k` steps over slices of `batch`; returns the resulting parameters times
+/// the rows (summed by the reducer, then divided by all rows) and the metrics of the steps.
+fn local_round(
+    ctx: &TaskContext,
+    round: &Round,
+    batch: &Batch<'_>,
+) -> Result<(Params, crate::train::Metrics), UdfError> {
+    let k = local_steps(ctx)?;
+    let opt = optimizer_named(ctx.param(OPTIMIZER_PARAM).unwrap_or("sgd:0.1:0"))?;
+    let scale = ctx
+        .param(LR_SCALE_PARAM)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let mut params = round.params.clone();
+    let mut state = OptState::new(&params);
+    let mut metrics = crate::train::Metrics::default();
+    let n = batch.rows();
+    for i in 0..k {
+        let (from, to) = (i * n / k, (i + 1) * n / k);
+        if from == to {
+            continue;
+        }
+        let part = Batch {
+            features: &batch.features[from * batch.dim..to * batch.dim],
+            labels: &batch.labels[from..to],
+            dim: batch.dim,
+        };
+        let (mut g, m) = round.model.gradient(&part, &params);
+        for t in &mut g.0 {
+            t.data.iter_mut().for_each(|v| *v /= m.rows as f32);
+        }
+        opt.apply(&mut params, &g, &mut state, scale);
+        metrics.loss += m.loss;
+        metrics.correct += m.correct;
+        metrics.rows += m.rows;
+    }
+    for t in &mut params.0 {
+        t.data.iter_mut().for_each(|v| *v *= metrics.rows as f32);
+    }
+    Ok((params, metrics))
 }
 
 /// Writes the ids of the rows this map used in its round to `DIR/JOB-m-NNNNN.txt` (whole or
@@ -414,6 +468,19 @@ impl BatchReducer for ShardReducer {
                 )));
             }
             let mean: Vec<f32> = sum.iter().map(|v| v / total_rows.max(1) as f32).collect();
+            if local_steps(ctx)? > 0 {
+                // Local mode: the maps' parameters, averaged by their rows; no optimizer here.
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(UInt64Array::from_iter_values(
+                        range.clone().map(|i| i as u64),
+                    )),
+                    Arc::new(Float32Array::from(mean)),
+                    Arc::new(Float32Array::from(vec![0f32; range.len()])),
+                    Arc::new(Float32Array::from(vec![0f32; range.len()])),
+                ];
+                out.emit(RecordBatch::try_new(reduce_schema(), columns)?);
+                continue;
+            }
             let flat_of = |p: &Params| -> Vec<f32> {
                 p.0.iter()
                     .flat_map(|t| t.data.iter().copied())
