@@ -15,7 +15,7 @@ use crate::Job;
 /// jobs.register(JobDef::new("wc", WordCountMapper, WordCountReducer).with_combiner(SumCombiner));
 /// assert_eq!(jobs.names(), ["wc"]);
 /// assert!(jobs.get("wc").is_some());
-/// assert_eq!(Registry::builtin().names(), ["count", "sort", "wordcount"]);
+/// assert_eq!(Registry::builtin().names(), ["count", "sort", "train-step", "wordcount"]);
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
