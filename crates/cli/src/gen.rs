@@ -1,28 +1,15 @@
 //! A deterministic text corpus: Zipf-distributed words over a vocabulary with some non-ASCII
 //! words, mostly space-separated with tabs, non-breaking spaces and CRLF line ends mixed in.
 //!
-//! The generator (splitmix64) is written out here on purpose: the corpus must be identical
-//! across versions of any random-number crate.
+//! The generator is `sluice_core::rng::SplitMix`, so the corpus is identical across versions of
+//! any random-number crate.
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::CliError;
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use sluice_core::rng::SplitMix;
 
 const SYLLABLES: &[&str] = &[
     "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "za", "pe", "qu", "xi", "do", "fa", "gu", "hé",
@@ -87,7 +74,7 @@ pub fn generate_text(dir: &Path, total: u64, files: u32, seed: u64) -> Result<u6
                     w.write_all(sep).map_err(io)?;
                     n += sep.len() as u64;
                 }
-                let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * acc;
+                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * acc;
                 let idx = cdf.partition_point(|&c| c < u).min(VOCAB - 1);
                 let word = vocab[idx].as_bytes();
                 w.write_all(word).map_err(io)?;

@@ -21,20 +21,12 @@ use sluice_testkit::{example_binary, path_str as s, read_manifest, sluice, Clust
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
+/// The seeded generator, with the picks the generated inputs need.
+struct Rng(sluice_core::rng::SplitMix);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     /// True with probability `p` percent.
@@ -172,7 +164,7 @@ impl CsvData {
 /// Writes `customers.csv`, two `orders*.csv` files and a `notes.csv` under `dir`.
 fn generate_csv(dir: &Path, seed: u64) -> CsvData {
     std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(sluice_core::rng::SplitMix(seed));
     let first = [
         "Ann", "Bo", "Chen", "Dara", "Émile", "Fatima", "Gus", "Hiro", "Inês",
     ];
@@ -408,7 +400,7 @@ type Reading = (Option<String>, i64, Option<f64>);
 /// every reading written.
 fn generate_parquet(dir: &Path, files: usize, seed: u64) -> Vec<Reading> {
     std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(sluice_core::rng::SplitMix(seed));
     let messy = |rng: &mut Rng, base: &str| -> String {
         let name: String = base
             .chars()

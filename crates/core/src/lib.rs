@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod partition;
 pub mod range;
+pub mod rng;
 pub mod size;
 pub mod spec;
 pub mod state;

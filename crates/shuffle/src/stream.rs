@@ -367,16 +367,10 @@ mod tests {
         out
     }
 
-    /// A small deterministic generator (SplitMix64).
+    /// The seeded generator, as a closure.
     fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed;
-        move || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
+        let mut r = sluice_core::rng::SplitMix(seed);
+        move || r.next_u64()
     }
 
     #[test]

@@ -638,26 +638,9 @@ pub fn generate_sort_records(dir: &Path, n: u64, files: u64, seed: u64, skew: u6
     all
 }
 
-/// A small seeded generator (SplitMix64) for tests that pick moments and victims at random
-/// but must replay from their seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+/// The seeded generator of tests that pick moments and victims at random but must replay
+/// from their seed.
+pub use sluice_core::rng::SplitMix;
 
 /// A coordinator and executors, each a separate `sluice` process on 127.0.0.1; dropping it
 /// kills and reaps every process and removes their directories.

@@ -166,31 +166,8 @@ fn bce_with_logits(z: f32, y: f32) -> f64 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
 }
 
-/// A small deterministic generator for initial weights and generated data (SplitMix64).
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Roughly standard normal (sum of 4 uniforms, scaled).
-    pub fn normal(&mut self) -> f32 {
-        let s: f32 = (0..4).map(|_| self.uniform()).sum();
-        (s - 2.0) * (3.0f32).sqrt()
-    }
-}
+/// The seeded generator of initial weights and generated data.
+pub use sluice_core::rng::SplitMix as Rng;
 
 /// Logistic regression: `p = sigmoid(w·x + b)`, binary cross-entropy.
 #[derive(Debug, Clone, Copy, Default)]
