@@ -171,58 +171,8 @@ enum Cmd {
     /// MapReduce round per epoch (sync mode: every row's gradient averaged, one step),
     /// checkpointed each epoch under OUTPUT/checkpoints/.
     Train {
-        /// Parquet input: files, directories or globs (repeatable).
-        #[arg(long = "input", required = true)]
-        inputs: Vec<String>,
-        /// Output directory: checkpoints/, rounds/ and model.safetensors.
-        #[arg(long)]
-        output: String,
-        /// `logistic-regression` or `mlp:HIDDEN`.
-        #[arg(long, default_value = "logistic-regression")]
-        model: String,
-        /// `sgd:LR:MOMENTUM` or `adam:LR`.
-        #[arg(long, default_value = "sgd:0.5:0.9")]
-        optimizer: String,
-        /// Epochs in all (a resumed run trains the ones left).
-        #[arg(long, default_value_t = 5)]
-        epochs: u32,
-        /// Parameter shards: reduce tasks, each the parameter server of one slice.
-        #[arg(long, default_value_t = 2)]
-        shards: u32,
-        /// Seed of the initial parameters.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// The label column (0 or 1).
-        #[arg(long, default_value = "label")]
-        label: String,
-        /// Input split size.
-        #[arg(long, default_value = "64MiB")]
-        split_size: String,
-        /// Continue after the last checkpoint in OUTPUT.
-        #[arg(long)]
-        resume: bool,
-        /// Memory each executor may keep decoded input in across epochs (beyond it, splits
-        /// are read again).
-        #[arg(long, default_value = "4GiB")]
-        cache_memory: String,
-        /// Rows per step (a global mini-batch: an equal share of every split); 0 takes one
-        /// step over all rows per epoch.
-        #[arg(long, default_value_t = 0)]
-        batch_size: u64,
-        /// Learning-rate schedule: `constant`, or `step:EPOCHS:GAMMA`.
-        #[arg(long, default_value = "constant")]
-        lr_schedule: String,
-        /// A column of sample ids (not a feature).
-        #[arg(long)]
-        id_column: Option<String>,
-        /// Record the sample ids each map uses per round under this directory (for checking
-        /// that every sample is used once per epoch).
-        #[arg(long)]
-        ledger: Option<String>,
-        /// `sync` (every round one step over the averaged gradient) or `local:K` (each map
-        /// takes K steps over its rows, then the parameters are averaged).
-        #[arg(long, default_value = "sync")]
-        mode: String,
+        #[command(flatten)]
+        args: train::TrainArgs,
         /// Submit to this coordinator; without it, run embedded.
         #[arg(long)]
         coordinator: Option<String>,
@@ -484,46 +434,13 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             coordinator,
         } => commands::cancel(&job_id, &coordinator).await,
         Cmd::Train {
-            inputs,
-            output,
-            model,
-            optimizer,
-            epochs,
-            shards,
-            seed,
-            label,
-            split_size,
-            resume,
-            cache_memory,
-            batch_size,
-            lr_schedule,
-            id_column,
-            ledger,
-            mode,
+            args,
             coordinator,
             executors,
             json,
         } => {
-            sluice_core::parse_byte_size(&cache_memory)
+            sluice_core::parse_byte_size(&args.cache_memory)
                 .map_err(|e| CliError::Usage(format!("--cache-memory: {e}")))?;
-            let args = train::TrainArgs {
-                inputs,
-                output,
-                model,
-                optimizer,
-                epochs,
-                shards,
-                seed,
-                label,
-                split_size: sluice_core::parse_byte_size(&split_size)?,
-                resume,
-                cache_memory,
-                batch_size,
-                lr_schedule,
-                id_column,
-                ledger,
-                mode,
-            };
             let result = match coordinator {
                 Some(url) => train::train(&args, &url).await,
                 None => {

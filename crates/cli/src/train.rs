@@ -23,40 +23,59 @@ use crate::error::CliError;
 use crate::progress;
 
 /// What `sluice train` was asked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Parquet input (files or directories).
+    /// Parquet input: files, directories or globs (repeatable).
+    #[arg(long = "input", required = true)]
     pub inputs: Vec<String>,
-    /// Output directory (checkpoints, rounds, the final model).
+    /// Output directory: checkpoints/, rounds/ and model.safetensors.
+    #[arg(long)]
     pub output: String,
     /// `logistic-regression` or `mlp:HIDDEN`.
+    #[arg(long, default_value = "logistic-regression")]
     pub model: String,
     /// `sgd:LR:MOMENTUM` or `adam:LR`.
+    #[arg(long, default_value = "sgd:0.5:0.9")]
     pub optimizer: String,
-    /// Epochs to train (in all, counting those of a resumed run).
+    /// Epochs in all (a resumed run trains the ones left).
+    #[arg(long, default_value_t = 5)]
     pub epochs: u32,
-    /// Parameter shards (reduce tasks).
+    /// Parameter shards: reduce tasks, each the parameter server of one slice.
+    #[arg(long, default_value_t = 2)]
     pub shards: u32,
     /// Seed of the initial parameters.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Label column.
+    /// The label column (0 or 1).
+    #[arg(long, default_value = "label")]
     pub label: String,
-    /// Split size of the input.
-    pub split_size: u64,
-    /// Continue after the last checkpoint.
+    /// Input split size.
+    #[arg(long, default_value = "64MiB")]
+    pub split_size: String,
+    /// Continue after the last checkpoint in OUTPUT.
+    #[arg(long)]
     pub resume: bool,
-    /// Memory each executor process may give cached splits.
+    /// Memory each executor may keep decoded input in across epochs (beyond it, splits
+    /// are read again).
+    #[arg(long, default_value = "4GiB")]
     pub cache_memory: String,
-    /// Rows per step (a global mini-batch, taken as an equal share of every split); 0 for one
+    /// Rows per step (a global mini-batch: an equal share of every split); 0 takes one
     /// step over all rows per epoch.
+    #[arg(long, default_value_t = 0)]
     pub batch_size: u64,
-    /// `constant`, or `step:EPOCHS:GAMMA` (the rate times GAMMA every EPOCHS epochs).
+    /// Learning-rate schedule: `constant`, or `step:EPOCHS:GAMMA`.
+    #[arg(long, default_value = "constant")]
     pub lr_schedule: String,
     /// A column of sample ids (not a feature).
+    #[arg(long)]
     pub id_column: Option<String>,
-    /// A directory where maps record the sample ids of each round (tests).
+    /// Record the sample ids each map uses per round under this directory (for checking
+    /// that every sample is used once per epoch).
+    #[arg(long)]
     pub ledger: Option<String>,
-    /// `sync`, or `local:K` (K local steps per map, then parameter averaging).
+    /// `sync` (every round one step over the averaged gradient) or `local:K` (each map
+    /// takes K steps over its rows, then the parameters are averaged).
+    #[arg(long, default_value = "sync")]
     pub mode: String,
 }
 
@@ -97,23 +116,26 @@ fn features_of(
     let first = files
         .first()
         .ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
-    let path = first.path.trim_start_matches("file://").to_string();
-    let f = std::fs::File::open(&path).map_err(io("opening", Path::new(&path)))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| CliError::Usage(format!("{path}: not Parquet training data: {e}")))?;
-    let schema = reader.schema().clone();
+    let open = |p: &str| {
+        let file = std::fs::File::open(p).map_err(io("opening", Path::new(p)))?;
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| CliError::Usage(format!("{p}: not Parquet training data: {e}")))
+    };
+    // One footer read per file: the rows of all, the schema of the first.
+    let mut rows = 0u64;
+    let mut schema = None;
+    for f in &files {
+        let r = open(f.path.trim_start_matches("file://"))?;
+        rows += r.metadata().file_metadata().num_rows().max(0) as u64;
+        schema.get_or_insert_with(|| r.schema().clone());
+    }
+    let path = first.path.trim_start_matches("file://");
+    let schema =
+        schema.ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
     if schema.index_of(label).is_err() {
         return Err(CliError::Usage(format!(
             "{path}: no label column '{label}' (pass --label)"
         )));
-    }
-    let mut rows = 0u64;
-    for f in &files {
-        let p = f.path.trim_start_matches("file://");
-        let file = std::fs::File::open(p).map_err(io("opening", Path::new(p)))?;
-        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| CliError::Usage(format!("{p}: not Parquet training data: {e}")))?;
-        rows += r.metadata().file_metadata().num_rows().max(0) as u64;
     }
     let not_features = 1 + usize::from(id.is_some_and(|c| schema.index_of(c).is_ok()));
     // The data hash of the manifest: the input files with their sizes.
@@ -242,7 +264,9 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
         b => total_rows.div_ceil(b).max(1) as u32,
     };
     // Where to start: (epoch, first step), after the last checkpoint when resuming.
-    let (start_epoch, start_step) = match (args.resume, last_checkpoint(&out)) {
+    let split_size = sluice_core::parse_byte_size(&args.split_size)?;
+    let last = last_checkpoint(&out);
+    let (start_epoch, start_step) = match (args.resume, last) {
         (true, Some((e, None))) => (e + 1, 0),
         (true, Some((e, Some(k)))) => (e, k),
         (true, None) => {
@@ -259,7 +283,7 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
         }
         (false, None) => (1, 0),
     };
-    let mut current = match (args.resume, last_checkpoint(&out)) {
+    let mut current = match (args.resume, last) {
         (true, Some((e, k))) => checkpoint_path(&out, e, k),
         _ => checkpoint_path(&out, 0, None),
     };
@@ -328,7 +352,7 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
                 output: round_out.display().to_string(),
                 format: OutputFormat::Parquet,
                 input_format: InputFormat::Parquet,
-                split_size: args.split_size,
+                split_size,
                 reducers: Some(args.shards.max(1)),
                 overwrite: true,
                 params: params_map,

@@ -44,6 +44,27 @@ fn train_args<'a>(
     ]
 }
 
+/// `sluice generate-classification` into `data` (4 files), with an id column when `id`.
+fn generate(data: &Path, rows: u64, features: usize, seed: u64, id: bool) {
+    let (rows, features, seed) = (rows.to_string(), features.to_string(), seed.to_string());
+    let mut args = vec![
+        "generate-classification",
+        s(data),
+        "--rows",
+        &rows,
+        "--features",
+        &features,
+        "--files",
+        "4",
+        "--seed",
+        &seed,
+    ];
+    if id {
+        args.push("--id");
+    }
+    sluice(BIN, &args).assert_success();
+}
+
 fn final_params(out: &Path) -> Params {
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
     read_checkpoint(&bytes, &LogisticRegression.init(FEATURES, 0))
@@ -96,22 +117,7 @@ fn accuracy(p: &Params) -> f64 {
 fn logistic_regression_matches_one_process_survives_a_kill_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let r = sluice(
-        BIN,
-        &[
-            "generate-classification",
-            s(&data),
-            "--rows",
-            &ROWS.to_string(),
-            "--features",
-            &FEATURES.to_string(),
-            "--files",
-            "4",
-            "--seed",
-            &SEED.to_string(),
-        ],
-    );
-    r.assert_success();
+    generate(&data, ROWS, FEATURES, SEED, false);
     let mut cluster =
         Cluster::start_with_flags(BIN, 2, 1, &[], &["--executor-timeout", "2s"]).unwrap();
 
@@ -235,23 +241,7 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
     const N: u64 = 100_000;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let r = sluice(
-        BIN,
-        &[
-            "generate-classification",
-            s(&data),
-            "--rows",
-            &N.to_string(),
-            "--features",
-            "10",
-            "--files",
-            "4",
-            "--seed",
-            "5",
-            "--id",
-        ],
-    );
-    r.assert_success();
+    generate(&data, N, 10, 5, true);
     let cluster = Cluster::start(BIN, 2, 1).unwrap();
     // The uninterrupted run: 3 epochs of 5 steps.
     let straight = tmp.path().join("straight");
@@ -360,22 +350,7 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
 fn local_mode_averages_parameters_and_learns() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    sluice(
-        BIN,
-        &[
-            "generate-classification",
-            s(&data),
-            "--rows",
-            "100000",
-            "--features",
-            &FEATURES.to_string(),
-            "--files",
-            "4",
-            "--seed",
-            &SEED.to_string(),
-        ],
-    )
-    .assert_success();
+    generate(&data, 100_000, FEATURES, SEED, false);
     let cluster = Cluster::start(BIN, 2, 1).unwrap();
     let run = |name: &str| {
         let out = tmp.path().join(name);

@@ -407,23 +407,28 @@ impl Coordinator {
                 continue;
             }
             let mut lost = Vec::new();
+            let mut moved = false;
             for (m, o) in job.map_outputs.iter_mut().enumerate() {
                 let Some(o) = o.as_mut().filter(|o| o.executor_id == id) else {
                     continue;
                 };
-                if held.contains(&(job.id.as_str(), m as u32, o.attempt)) {
-                    o.shuffle_addr = r.shuffle_addr.clone();
-                } else {
+                if !held.contains(&(job.id.as_str(), m as u32, o.attempt)) {
                     lost.push(m);
+                } else if o.shuffle_addr != r.shuffle_addr {
+                    o.shuffle_addr = r.shuffle_addr.clone();
+                    moved = true;
                 }
             }
             if !lost.is_empty() {
                 warn!(job_id = %job.id, executor_id = id, maps = ?lost, "map outputs gone from a re-registered executor; recomputing them");
             }
+            // lose_map_output marks the job changed; a moved address is durable state too.
             for m in lost {
                 job.lose_map_output(m, state.scheduler.as_mut());
             }
-            job.bump();
+            if moved {
+                job.bump();
+            }
         }
     }
 

@@ -105,7 +105,14 @@ struct Round {
     model: Box<dyn Model>,
     params: Params,
     state: OptState,
+    /// Parameters and optimizer moments flattened once, for the shards' slices.
     flat: Vec<f32>,
+    flat_m: Vec<f32>,
+    flat_v: Vec<f32>,
+}
+
+fn flatten(p: &Params) -> Vec<f32> {
+    p.0.iter().flat_map(|t| t.data.iter().copied()).collect()
 }
 
 /// The last round read in this process, by checkpoint path.
@@ -130,16 +137,13 @@ fn round(ctx: &TaskContext) -> Result<Arc<Round>, UdfError> {
         .map_err(|e| UdfError::Input(format!("reading checkpoint {path}: {e}")))?;
     let (params, state, _) = read_checkpoint(&bytes, &model.init(dim, 0))
         .map_err(|e| UdfError::Input(format!("{path}: {e}")))?;
-    let flat = params
-        .0
-        .iter()
-        .flat_map(|t| t.data.iter().copied())
-        .collect();
     let r = Arc::new(Round {
         model,
+        flat: flatten(&params),
+        flat_m: flatten(&state.m),
+        flat_v: flatten(&state.v),
         params,
         state,
-        flat,
     });
     *cache = Some((path, r.clone()));
     Ok(r)
@@ -280,7 +284,7 @@ impl BatchMapper for GradientMapper {
         if let Some(dir) = ctx.param(LEDGER_PARAM) {
             write_ledger(Path::new(dir), ctx, &ids)?;
         }
-        let flat: Vec<f32> = grad.0.iter().flat_map(|t| t.data.iter().copied()).collect();
+        let flat = flatten(&grad);
         let n = shards(ctx);
         let map = ctx.task().index;
         let slices: Vec<Vec<u8>> = (0..n)
@@ -481,12 +485,6 @@ impl BatchReducer for ShardReducer {
                 out.emit(RecordBatch::try_new(reduce_schema(), columns)?);
                 continue;
             }
-            let flat_of = |p: &Params| -> Vec<f32> {
-                p.0.iter()
-                    .flat_map(|t| t.data.iter().copied())
-                    .collect::<Vec<_>>()[range.clone()]
-                .to_vec()
-            };
             let one = |data: Vec<f32>| {
                 Params(vec![Tensor {
                     name: "shard".into(),
@@ -497,8 +495,8 @@ impl BatchReducer for ShardReducer {
             let mut params = one(round.flat[range.clone()].to_vec());
             let mut state = OptState {
                 step: round.state.step,
-                m: one(flat_of(&round.state.m)),
-                v: one(flat_of(&round.state.v)),
+                m: one(round.flat_m[range.clone()].to_vec()),
+                v: one(round.flat_v[range.clone()].to_vec()),
             };
             let opt = optimizer_named(ctx.param(OPTIMIZER_PARAM).unwrap_or("sgd:0.1:0"))?;
             let scale = ctx
