@@ -15,7 +15,7 @@ use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
     assemble, model_named, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM,
     ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM, MODEL_PARAM,
-    OPTIMIZER_PARAM, SHARDS_PARAM, STEPS_PARAM, STEP_PARAM,
+    OPTIMIZER_PARAM, SHARDS_PARAM, SHUFFLE_PARAM, STEPS_PARAM, STEP_PARAM,
 };
 
 use crate::commands::submit_spec;
@@ -77,6 +77,25 @@ pub struct TrainArgs {
     /// takes K steps over its rows, then the parameters are averaged).
     #[arg(long, default_value = "sync")]
     pub mode: String,
+    /// Seed of the epochs' shuffles: each epoch takes every split's rows in its own order.
+    #[arg(long, default_value_t = 0)]
+    pub shuffle_seed: u64,
+    /// Take every split's rows in file order in every epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Write a versioned checkpoint every N epochs (the last epoch always has one).
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_every: u32,
+    /// Also checkpoint every K steps within an epoch (0: only at epoch ends); a run resumed
+    /// from a step checkpoint uses each of the epoch's samples exactly once.
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_steps: u32,
+}
+
+/// The shuffle seed of `epoch` drawn from the run's seed: the data cursor of a checkpoint.
+fn epoch_seed(seed: u64, epoch: u32) -> u64 {
+    sluice_core::rng::SplitMix(seed ^ u64::from(epoch).wrapping_mul(0xd1b5_4a32_d192_ed03))
+        .next_u64()
 }
 
 /// The learning-rate factor of `epoch` (1-based) under `schedule`.
@@ -211,6 +230,32 @@ fn write_checkpoint(
     Ok(path)
 }
 
+/// Writes the parameters the next round broadcasts when no checkpoint is due: a file of its
+/// own per round, because executors cache a round's parameters by path.
+fn write_broadcast(
+    out: &Path,
+    epoch: u32,
+    step: u32,
+    params: &Params,
+    state: &OptState,
+) -> Result<PathBuf, CliError> {
+    let dir = out.join("rounds");
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let path = dir.join(format!("params-{epoch:05}-{step:05}.safetensors"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, checkpoint_bytes(params, state, HashMap::new())?)
+        .map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+    Ok(path)
+}
+
+/// Removes a round's broadcast file once the next one exists (checkpoints stay).
+fn drop_broadcast(out: &Path, path: &Path) {
+    if path.starts_with(out.join("rounds")) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Reads the committed Parquet parts of a round.
 fn read_round(
     status: &sluice_rpc::pb::JobStatus,
@@ -295,7 +340,21 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
         (p, s)
     } else {
         let bytes = std::fs::read(&current).map_err(io("reading", &current))?;
-        let (p, s, _) = read_checkpoint(&bytes, &model.init(dim, 0))?;
+        let (p, s, meta) = read_checkpoint(&bytes, &model.init(dim, 0))?;
+        // A resumed epoch must take its rows in the order it began with, or samples would
+        // be used twice or not at all.
+        if start_step > 0 {
+            let want = (!args.no_shuffle).then(|| epoch_seed(args.shuffle_seed, start_epoch));
+            let had = meta
+                .get("shuffle_seed")
+                .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
+            if had != want {
+                return Err(CliError::Usage(format!(
+                    "--resume: {} was taken with shuffle seed {had:?}, these flags give {want:?}; resume with the --shuffle-seed / --no-shuffle of the interrupted run",
+                    current.display()
+                )));
+            }
+        }
         let at = if start_step == 0 {
             format!("epoch {}", start_epoch - 1)
         } else {
@@ -306,9 +365,11 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
     };
     let mut client = sluice_rpc::jobs_client(url).await?;
     let mut history = Vec::new();
+    let mut previous = current.clone();
     for epoch in start_epoch..=args.epochs {
         let t0 = Instant::now();
         let first = if epoch == start_epoch { start_step } else { 0 };
+        let shuffle = (!args.no_shuffle).then(|| epoch_seed(args.shuffle_seed, epoch));
         let (mut loss_sum, mut correct, mut rows, mut read, mut hits) =
             (0.0, 0.0, 0u64, 0i64, 0i64);
         let mut jobs = Vec::new();
@@ -345,6 +406,9 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             }
             if let Some(k) = local_steps {
                 params_map.insert(LOCAL_STEPS_PARAM.into(), k.to_string());
+            }
+            if let Some(seed) = shuffle {
+                params_map.insert(SHUFFLE_PARAM.into(), seed.to_string());
             }
             let spec = JobSpec {
                 job: "train-step".into(),
@@ -396,10 +460,17 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             let at = (done < steps).then_some(done);
             let manifest = serde_json::json!({
                 "epoch": epoch, "step": done, "steps": steps, "job_id": id,
-                "model": args.model, "data_hash": data_hash,
+                "model": args.model, "data_hash": data_hash, "shuffle_seed": shuffle,
             });
-            if at.is_some() {
-                current = write_checkpoint(&out, epoch, at, &params, &state, &manifest)?;
+            if let Some(k) = at {
+                let versioned = args.checkpoint_steps > 0 && k % args.checkpoint_steps == 0;
+                current = if versioned {
+                    write_checkpoint(&out, epoch, at, &params, &state, &manifest)?
+                } else {
+                    write_broadcast(&out, epoch, k, &params, &state)?
+                };
+                drop_broadcast(&out, &previous);
+                previous = current.clone();
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -410,7 +481,13 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             "datastore_bytes_read": read, "cache_hits": hits,
             "model": args.model, "data_hash": data_hash, "job_ids": jobs,
         });
-        current = write_checkpoint(&out, epoch, None, &params, &state, &metrics)?;
+        current = if epoch % args.checkpoint_every.max(1) == 0 || epoch == args.epochs {
+            write_checkpoint(&out, epoch, None, &params, &state, &metrics)?
+        } else {
+            write_broadcast(&out, epoch, steps, &params, &state)?
+        };
+        drop_broadcast(&out, &previous);
+        previous = current.clone();
         eprintln!(
             "epoch {epoch}/{}: loss {:.5}, accuracy {:.4} (each step's, before it), {rows} samples in {} step(s), {:.0} samples/s, {secs:.2} s",
             args.epochs,

@@ -233,7 +233,32 @@ fn minibatch_args<'a>(
         "step:2:0.5",
         "--split-size",
         "256KiB",
+        "--checkpoint-steps",
+        "1",
+        "--shuffle-seed",
+        "9",
     ]
+}
+
+/// The sample ids the maps of `job` recorded in `ledger`, sorted.
+fn ledger_ids(ledger: &Path, job: &str) -> Vec<u64> {
+    let mut used = Vec::new();
+    let mut files = 0;
+    for e in std::fs::read_dir(ledger).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(job) && name.ends_with(".txt") {
+            files += 1;
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            used.extend(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.parse::<u64>().unwrap()),
+            );
+        }
+    }
+    assert!(files > 0, "no ledger of {job}");
+    used.sort_unstable();
+    used
 }
 
 #[test]
@@ -261,6 +286,21 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
         (Some(5), Some(N)),
         "{m}"
     );
+    // Each epoch shuffles: the first steps of epochs 1 and 2 take different samples.
+    let first_job = |epoch: u32| -> String {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(straight.join(format!("checkpoints/epoch-{epoch:05}.json"))).unwrap(),
+        )
+        .unwrap();
+        m["job_ids"][0].as_str().unwrap().to_string()
+    };
+    let ledger_straight = tmp.path().join("ledger-straight");
+    let (e1, e2) = (
+        ledger_ids(&ledger_straight, &first_job(1)),
+        ledger_ids(&ledger_straight, &first_job(2)),
+    );
+    assert_eq!((e1.len(), e2.len()), (20_000, 20_000));
+    assert_ne!(e1, e2, "epochs 1 and 2 began with the same samples");
 
     // Killed (the driver and the whole cluster) at 40% of epoch 2, then resumed.
     let out = tmp.path().join("killed");
@@ -314,20 +354,7 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
     );
     let mut used: Vec<u64> = Vec::new();
     for job in &jobs {
-        let mut files = 0;
-        for e in std::fs::read_dir(&ledger).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(job.as_str()) && name.ends_with(".txt") {
-                files += 1;
-                let text = std::fs::read_to_string(e.path()).unwrap();
-                used.extend(
-                    text.lines()
-                        .filter(|l| !l.is_empty())
-                        .map(|l| l.parse::<u64>().unwrap()),
-                );
-            }
-        }
-        assert!(files > 0, "no ledger of {job}");
+        used.extend(ledger_ids(&ledger, job));
     }
     used.sort_unstable();
     let want: Vec<u64> = (0..N).collect();

@@ -37,6 +37,8 @@ pub const SHARDS_PARAM: &str = "sluice.train.shards";
 pub const STEP_PARAM: &str = "sluice.train.step";
 /// Job parameter: steps per epoch (each takes its share of every split's rows).
 pub const STEPS_PARAM: &str = "sluice.train.steps";
+/// Job parameter: the epoch's shuffle seed; without it each step takes its rows in file order.
+pub const SHUFFLE_PARAM: &str = "sluice.train.shuffle_seed";
 /// Job parameter: a column of sample ids, not a feature.
 pub const ID_PARAM: &str = "sluice.train.id";
 /// Job parameter: a directory where maps record the ids of the rows they used (tests).
@@ -234,14 +236,15 @@ impl BatchMapper for GradientMapper {
         let steps: usize = ctx.param_as(STEPS_PARAM)?.unwrap_or(1).max(1);
         let step: usize = ctx.param_as(STEP_PARAM)?.unwrap_or(0);
         let (from, to) = (step * n / steps, (step + 1) * n / steps);
+        let parts = match ctx.param_as::<u64>(SHUFFLE_PARAM)? {
+            None => in_order(batches, from, to),
+            Some(seed) => vec![shuffled(batches, n, seed, ctx.task().index, from, to)?],
+        };
         let mut features = Vec::with_capacity((to - from) * dim);
         let mut labels = Vec::with_capacity(to - from);
         let mut ids: Vec<String> = Vec::new();
-        let mut at = 0usize;
-        for b in batches {
-            let (lo, hi) = (from.max(at), to.min(at + b.num_rows()));
-            if lo < hi {
-                let part = b.slice(lo - at, hi - lo);
+        for part in parts {
+            {
                 let cols = feature_cols
                     .iter()
                     .map(|&i| f32_column(&part, i))
@@ -257,7 +260,6 @@ impl BatchMapper for GradientMapper {
                     }));
                 }
             }
-            at += b.num_rows();
         }
         let round = round(ctx)?;
         if round
@@ -313,6 +315,64 @@ impl BatchMapper for GradientMapper {
         out.emit(RecordBatch::try_new(map_schema(), columns)?);
         Ok(())
     }
+}
+
+/// Rows `[from, to)` of the split in file order.
+fn in_order(batches: &[RecordBatch], from: usize, to: usize) -> Vec<RecordBatch> {
+    let mut parts = Vec::new();
+    let mut at = 0usize;
+    for b in batches {
+        let (lo, hi) = (from.max(at), to.min(at + b.num_rows()));
+        if lo < hi {
+            parts.push(b.slice(lo - at, hi - lo));
+        }
+        at += b.num_rows();
+    }
+    parts
+}
+
+/// The split's rows in the epoch's order: a permutation of its `n` rows drawn from the epoch's
+/// seed and the map's index (the same on every attempt and after a resume), of which this step
+/// takes positions `[from, to)`. Over the epoch's steps every row is used once.
+pub fn epoch_order(n: usize, seed: u64, map: u32) -> Vec<usize> {
+    let mut rng =
+        crate::train::Rng(seed ^ (u64::from(map) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
+}
+
+fn shuffled(
+    batches: &[RecordBatch],
+    n: usize,
+    seed: u64,
+    map: u32,
+    from: usize,
+    to: usize,
+) -> Result<RecordBatch, UdfError> {
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut at = 0usize;
+    for b in batches {
+        starts.push(at);
+        at += b.num_rows();
+    }
+    let picks: Vec<(usize, usize)> = epoch_order(n, seed, map)[from..to]
+        .iter()
+        .map(|&row| {
+            let b = starts.partition_point(|&s| s <= row) - 1;
+            (b, row - starts[b])
+        })
+        .collect();
+    let schema = batches[0].schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow_select::interleave::interleave(&arrays, &picks)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Job parameter: `local` mode's steps per round (0, the default, is sync mode). In local mode
@@ -586,4 +646,51 @@ pub fn round_metrics(counters: &HashMap<String, i64>) -> (f64, f64, u64) {
     let correct = counters.get(CORRECT_COUNTER).copied().unwrap_or(0) as f64;
     let n = rows.max(1) as f64;
     (loss / n, correct / n, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_order_is_a_permutation_that_depends_on_the_seed_and_the_map() {
+        let a = epoch_order(1000, 7, 0);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(
+            a,
+            epoch_order(1000, 7, 0),
+            "the same seed gives the same order"
+        );
+        assert_ne!(a, epoch_order(1000, 8, 0), "another epoch, another order");
+        assert_ne!(a, epoch_order(1000, 7, 1), "another map, another order");
+        assert_ne!(a, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shuffled_steps_take_every_row_once_across_batches() {
+        let batches: Vec<RecordBatch> = [0u64..3, 3..3, 3..10]
+            .into_iter()
+            .map(|r| {
+                let col: ArrayRef = Arc::new(UInt64Array::from_iter_values(r));
+                RecordBatch::try_from_iter([("id", col)]).unwrap()
+            })
+            .collect();
+        let steps = 3;
+        let mut seen = Vec::new();
+        for k in 0..steps {
+            let part = shuffled(&batches, 10, 42, 5, k * 10 / steps, (k + 1) * 10 / steps).unwrap();
+            let ids = part
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .unwrap();
+            seen.extend(ids.values().iter().copied());
+        }
+        let order: Vec<u64> = epoch_order(10, 42, 5).iter().map(|&i| i as u64).collect();
+        assert_eq!(seen, order, "rows come in the epoch's order");
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
 }
