@@ -279,6 +279,7 @@ pub async fn executor(
     slots: Option<u32>,
     listen: &str,
     worker_memory: Option<&str>,
+    gpus: Option<u32>,
 ) -> Result<(), CliError> {
     let slots = slots.unwrap_or_else(cores);
     if slots == 0 {
@@ -290,6 +291,7 @@ pub async fn executor(
     let mut cfg = ExecutorConfig::new(coordinator.to_string(), work_dir.into(), slots);
     cfg.listen = listen.to_string();
     cfg.worker_memory_bytes = worker_memory;
+    cfg.gpus = gpus;
     let handle = sluice_executor::start(cfg, Registry::builtin()).await?;
     println!(
         "executor {} registered with {coordinator}; shuffle on {}",

@@ -120,6 +120,9 @@ enum Cmd {
         /// Memory (address-space) limit of each job-binary worker process, e.g. 2GiB.
         #[arg(long)]
         worker_memory: Option<String>,
+        /// GPUs offered to tasks that ask for them (default: every GPU found at start).
+        #[arg(long)]
+        gpus: Option<u32>,
     },
     /// Submit a job to a coordinator.
     Submit {
@@ -406,6 +409,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             slots,
             listen,
             worker_memory,
+            gpus,
         } => {
             commands::executor(
                 &coordinator,
@@ -413,6 +417,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 slots,
                 &listen,
                 worker_memory.as_deref(),
+                gpus,
             )
             .await
         }

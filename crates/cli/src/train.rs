@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// from a step checkpoint uses each of the epoch's samples exactly once.
     #[arg(long, default_value_t = 0)]
     pub checkpoint_steps: u32,
+    /// GPUs each map task holds (on executors that have them): the model's gradient runs
+    /// there when it has a GPU path (the MLP does), else on the CPU.
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
 }
 
 /// The shuffle seed of `epoch` drawn from the run's seed: the data cursor of a checkpoint.
@@ -406,6 +410,9 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             }
             if let Some(k) = local_steps {
                 params_map.insert(LOCAL_STEPS_PARAM.into(), k.to_string());
+            }
+            if args.gpus > 0 {
+                params_map.insert(sluice_core::GPUS_PARAM.into(), args.gpus.to_string());
             }
             if let Some(seed) = shuffle {
                 params_map.insert(SHUFFLE_PARAM.into(), seed.to_string());

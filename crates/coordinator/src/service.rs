@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use crate::binaries::BinaryStore;
 use crate::durable::Store;
 use crate::scheduler::{FifoScheduler, QueuedTask, Scheduler};
-use crate::state::{may_run, output_key, restore, ExecutorEntry, Job, Outcome, State};
+use crate::state::{may_run, output_key, restore, task_gpus, ExecutorEntry, Job, Outcome, State};
 use crate::CoordinatorError;
 
 /// Final jobs reported to executors so they can delete shuffle files.
@@ -126,9 +126,27 @@ impl Coordinator {
                 )));
             }
         }
+        let gpus = sluice_core::map_gpus(&spec.params).map_err(invalid)?;
         let key = output_key(&spec.output);
         {
             let mut st = self.lock();
+            // A GPU job no executor can run would wait for ever: say so now instead.
+            if gpus > 0 && !st.executors.values().any(|e| e.slots > 0 && e.gpus >= gpus) {
+                let have = st
+                    .executors
+                    .values()
+                    .filter(|e| e.slots > 0)
+                    .map(|e| e.gpus)
+                    .max();
+                return Err(invalid(format!(
+                    "its map tasks ask for {gpus} GPU(s) each ({}), but {}; start executors on GPU machines (or give --gpus N to executors that have them)",
+                    sluice_core::GPUS_PARAM,
+                    match have {
+                        None => "no executor is registered".to_string(),
+                        Some(n) => format!("the registered executors have at most {n}"),
+                    }
+                )));
+            }
             if let Some(user) = st.output_in_use(&key) {
                 return Err(invalid(format!(
                     "output '{}' is being written by {user}; wait for it to finish or choose another --output",
@@ -745,12 +763,13 @@ impl Control for Coordinator {
             st.next_executor += 1;
             id
         };
-        info!(executor_id = %id, again, host = %r.host, slots = r.slots, shuffle = %r.shuffle_addr, "executor registered");
+        info!(executor_id = %id, again, host = %r.host, slots = r.slots, gpus = r.gpus, shuffle = %r.shuffle_addr, "executor registered");
         if again {
             self.check_held_outputs(&mut st, &id, &r);
         }
-        st.executors
-            .insert(id.clone(), ExecutorEntry::new(r.slots, r.shuffle_addr));
+        let mut entry = ExecutorEntry::new(r.slots, r.shuffle_addr);
+        entry.gpus = r.gpus;
+        st.executors.insert(id.clone(), entry);
         st.start_pending();
         let meta = pb::CoordinatorRecord {
             next_executor: st.next_executor,
@@ -833,8 +852,17 @@ impl Control for Coordinator {
                     affinity,
                     ..
                 } = &mut *st;
+                // GPUs are handed out within what the executor says is free, so two tasks
+                // given in one poll never count on the same GPU.
+                let mut gpus_left = r.free_gpus;
                 let queued = scheduler.next(&r.executor_id, r.free_slots as usize, &mut |q| {
-                    may_run(jobs, executors, affinity, q, &r.executor_id)
+                    let need = task_gpus(jobs, q);
+                    let ok =
+                        need <= gpus_left && may_run(jobs, executors, affinity, q, &r.executor_id);
+                    if ok {
+                        gpus_left -= need;
+                    }
+                    ok
                 });
                 let tasks: Vec<_> = queued
                     .iter()

@@ -486,6 +486,8 @@ impl Job {
 /// A registered executor.
 pub(crate) struct ExecutorEntry {
     pub slots: u32,
+    /// GPUs it has, for tasks that ask for them.
+    pub gpus: u32,
     pub shuffle_addr: String,
     pub last_seen: Instant,
     /// (job, task, attempt) running there.
@@ -516,6 +518,7 @@ impl ExecutorEntry {
     pub fn new(slots: u32, shuffle_addr: String) -> Self {
         ExecutorEntry {
             slots,
+            gpus: 0,
             shuffle_addr,
             last_seen: Instant::now(),
             running: HashSet::new(),
@@ -613,6 +616,16 @@ pub(crate) fn split_key(s: &Split) -> String {
     format!("{s:?}")
 }
 
+/// The GPUs task `q` needs: its job's [`sluice_core::GPUS_PARAM`] for a map, none for a reduce.
+pub(crate) fn task_gpus(jobs: &BTreeMap<String, Job>, q: &QueuedTask) -> u32 {
+    if q.task.kind != TaskKind::Map {
+        return 0;
+    }
+    jobs.get(&q.job_id)
+        .and_then(|j| sluice_core::map_gpus(&j.spec.params).ok())
+        .unwrap_or(0)
+}
+
 /// Whether executor `executor_id` should take task `q` now. An excluded executor takes nothing,
 /// and a task does not go back to an executor where it failed, as long as another live executor
 /// could take it instead (so a one-executor cluster still runs everything).
@@ -624,10 +637,12 @@ pub(crate) fn may_run(
     executor_id: &str,
 ) -> bool {
     let now = Instant::now();
+    // The executors that could run this task instead: live, not excluded, with its GPUs.
+    let gpus = task_gpus(jobs, q);
     let usable = || {
         executors
             .iter()
-            .filter(move |(_, e)| e.slots > 0 && !e.excluded(now))
+            .filter(move |(_, e)| e.slots > 0 && !e.excluded(now) && e.gpus >= gpus)
             .map(|(id, _)| id)
     };
     if executors.get(executor_id).is_some_and(|e| e.excluded(now))

@@ -45,6 +45,8 @@ pub struct ExecutorConfig {
     pub heartbeat: Duration,
     /// Address-space limit of each job-binary worker process, if any.
     pub worker_memory_bytes: Option<u64>,
+    /// GPUs offered to tasks; `None` offers every GPU found at start.
+    pub gpus: Option<u32>,
 }
 
 impl ExecutorConfig {
@@ -58,6 +60,7 @@ impl ExecutorConfig {
             listen: "127.0.0.1:0".into(),
             heartbeat: Duration::from_secs(1),
             worker_memory_bytes: None,
+            gpus: None,
         }
     }
 }

@@ -17,7 +17,7 @@ pub use error::CoreError;
 pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
 pub use spec::{
-    InputFormat, JobSpec, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
-    DEFAULT_SPLIT_SIZE, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
+    map_gpus, InputFormat, JobSpec, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
+    DEFAULT_SPLIT_SIZE, GPUS_PARAM, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
 };
 pub use state::{FailureKind, JobState, StageState, TaskState};

@@ -151,6 +151,22 @@ pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
 /// to send each split back to the executor that holds it.
 pub const CACHE_PARAM: &str = "sluice.cache";
 
+/// The job parameter that gives each map task that many GPUs of its own (Spark's
+/// `spark.task.resource.gpu.amount`): it runs only on an executor with that many free, which
+/// sets `CUDA_VISIBLE_DEVICES` in its worker. Reducers (aggregation) need none.
+pub const GPUS_PARAM: &str = "sluice.task.gpus";
+
+/// The GPUs each map task of a job with these parameters needs ([`GPUS_PARAM`]; 0 if unset).
+pub fn map_gpus(params: &std::collections::BTreeMap<String, String>) -> Result<u32, String> {
+    match params.get(GPUS_PARAM) {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{GPUS_PARAM}={v}: give a whole number of GPUs per map task")),
+    }
+}
+
 /// The job parameter that sets how many attempts a task gets before the job fails
 /// (`--max-attempts`; the coordinator's default, 4, when unset). Attempts lost with their
 /// executor, or sent back because map outputs were lost, do not count.

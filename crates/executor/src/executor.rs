@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
-use crate::task::{run_task, TaskEnv};
+use crate::gpus::GpuPool;
+use crate::task::{gpu_lease, run_task, TaskEnv};
 use crate::workers::Workers;
 use crate::ExecutorError;
 
@@ -71,6 +72,7 @@ async fn register(
     cfg: &ExecutorConfig,
     shuffle_addr: &str,
     jobs: Vec<String>,
+    gpus: u32,
     again: Option<(&str, &ShuffleStore)>,
 ) -> Result<String, ExecutorError> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
@@ -103,6 +105,7 @@ async fn register(
             jobs,
             previous_id,
             held_outputs,
+            gpus,
         })
         .await
         .map_err(|s| ExecutorError::Refused {
@@ -133,14 +136,35 @@ pub async fn start(
             source,
         })?
         .to_string();
-    let mut client = sluice_rpc::control_client(&cfg.coordinator).await?;
-    let id = register(&mut client, &cfg, &shuffle_addr, registry.names(), None).await?;
-    info!(executor_id = %id, shuffle = %shuffle_addr, slots = cfg.slots, "executor registered");
     // GPUs are found through cudarc's run-time loading; none (and why) on a machine without.
-    match sluice_udf::gpu::discover() {
-        Ok(n) => info!(executor_id = %id, gpus = n, "GPUs found"),
-        Err(why) => info!(executor_id = %id, gpus = 0, reason = %why, "no GPUs"),
-    }
+    // `--gpus N` offers N instead (fewer, to keep some for other work; or GPUs this build
+    // cannot see, for job binaries that drive them themselves).
+    let found = sluice_udf::gpu::discover();
+    let gpus = match (&found, cfg.gpus) {
+        (Ok(n), None) => {
+            info!(gpus = n, "GPUs found");
+            *n as u32
+        }
+        (Err(why), None) => {
+            info!(gpus = 0, reason = %why, "no GPUs");
+            0
+        }
+        (found, Some(n)) => {
+            info!(gpus = n, found = ?found, "GPUs offered as --gpus says");
+            n
+        }
+    };
+    let mut client = sluice_rpc::control_client(&cfg.coordinator).await?;
+    let id = register(
+        &mut client,
+        &cfg,
+        &shuffle_addr,
+        registry.names(),
+        gpus,
+        None,
+    )
+    .await?;
+    info!(executor_id = %id, shuffle = %shuffle_addr, slots = cfg.slots, gpus, "executor registered");
     let id = Arc::new(RwLock::new(id));
     let (stop, stop_rx) = watch::channel(false);
 
@@ -205,9 +229,15 @@ pub async fn start(
                         if r.reregister {
                             let old = read(&id);
                             let again = Some((old.as_str(), &store));
-                            if let Ok(new_id) =
-                                register(&mut client, &cfg, &shuffle_addr, names.clone(), again)
-                                    .await
+                            if let Ok(new_id) = register(
+                                &mut client,
+                                &cfg,
+                                &shuffle_addr,
+                                names.clone(),
+                                gpus,
+                                again,
+                            )
+                            .await
                             {
                                 warn!(executor_id = %new_id, "re-registered with the coordinator");
                                 if let Ok(mut g) = id.write() {
@@ -244,6 +274,7 @@ pub async fn start(
             workers.clone(),
         );
         env.task_memory = default_task_memory(cfg.worker_memory_bytes, cfg.slots);
+        env.gpus = GpuPool::new(gpus);
         let env = Arc::new(env);
         let mut stop_rx = stop_rx.clone();
         let slots = Arc::new(Semaphore::new(cfg.slots as usize));
@@ -258,6 +289,7 @@ pub async fn start(
                     executor_id: read(&env.id),
                     free_slots: free,
                     wait_ms: POLL_WAIT_MS,
+                    free_gpus: env.gpus.free(),
                 };
                 let resp = tokio::select! {
                     _ = stop_rx.wait_for(|s| *s) => return,
@@ -281,8 +313,9 @@ pub async fn start(
                         },
                     };
                     let env = env.clone();
+                    let lease = gpu_lease(&env, &a);
                     tokio::spawn(async move {
-                        run_task(env, a).await;
+                        run_task(env, a, lease).await;
                         drop(permit);
                     });
                 }

@@ -5,6 +5,7 @@
 mod cgroup;
 mod error;
 mod executor;
+mod gpus;
 mod task;
 mod workers;
 

@@ -18,6 +18,8 @@ use sluice_udf::{Counters, Job, Registry};
 use sluice_worker::protocol::{Request, Response};
 use sluice_worker::{TaskFailure, TaskInfo};
 
+use crate::gpus::{GpuLease, GpuPool};
+
 use crate::workers::{WorkerError, Workers};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -44,6 +46,8 @@ pub(crate) struct TaskEnv {
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Each task's memory budget when its job sets none: the executor's memory over its slots.
     pub task_memory: u64,
+    /// GPUs for tasks that ask for them.
+    pub gpus: Arc<GpuPool>,
 }
 
 impl TaskEnv {
@@ -65,6 +69,7 @@ impl TaskEnv {
             shuffle_clients: Mutex::new(HashMap::new()),
             buffers: std::sync::Mutex::new(Vec::new()),
             task_memory: u64::MAX,
+            gpus: GpuPool::new(0),
         }
     }
 
@@ -89,7 +94,7 @@ impl TaskEnv {
 
 /// Why an attempt failed, and whether another attempt could succeed.
 #[derive(Debug)]
-struct TaskError {
+pub(crate) struct TaskError {
     msg: String,
     kind: FailureKind,
     /// Map outputs that could not be fetched (a reduce's fetch failure).
@@ -161,8 +166,37 @@ fn lookup(registry: &Registry, name: &str) -> Result<Arc<dyn Job>, TaskError> {
     })
 }
 
-/// Runs one assignment and reports its outcome to the coordinator.
-pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
+/// The GPUs an assignment holds until it ends: a map whose job asks for GPUs takes them when it
+/// is assigned, before the executor says how many are free in its next poll.
+pub(crate) fn gpu_lease(env: &TaskEnv, a: &TaskAssignment) -> Result<Option<GpuLease>, TaskError> {
+    if a.kind != "map" {
+        return Ok(None);
+    }
+    let params: std::collections::BTreeMap<String, String> = a
+        .spec
+        .as_ref()
+        .map(|s| s.params.clone().into_iter().collect())
+        .unwrap_or_default();
+    match sluice_core::map_gpus(&params) {
+        Ok(0) => Ok(None),
+        Ok(n) => env.gpus.take(n).map(Some).ok_or_else(|| {
+            TaskError::retry(format!(
+                "task m-{:05} asks for {n} GPU(s) but {} of this executor's are free",
+                a.index,
+                env.gpus.free()
+            ))
+        }),
+        Err(e) => Err(TaskError::fatal(e)),
+    }
+}
+
+/// Runs one assignment holding `lease` (its GPUs, or why it could not have them) and reports
+/// its outcome to the coordinator.
+pub(crate) async fn run_task(
+    env: Arc<TaskEnv>,
+    a: TaskAssignment,
+    lease: Result<Option<GpuLease>, TaskError>,
+) {
     let kind = match TaskKind::parse(&a.kind) {
         Ok(k) => k,
         Err(e) => {
@@ -176,6 +210,10 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
     };
     let started = std::time::Instant::now();
     let spec = a.spec.clone().unwrap_or_default();
+    let (lease, refused) = match lease {
+        Ok(l) => (l, None),
+        Err(e) => (None, Some(e)),
+    };
     let info = TaskInfo {
         job_id: a.job_id.clone(),
         task,
@@ -191,19 +229,24 @@ pub(crate) async fn run_task(env: Arc<TaskEnv>, a: TaskAssignment) {
             .scratch_root
             .join(&a.job_id)
             .join(format!("{task}-{}", a.attempt)),
+        gpus: lease.as_ref().map(|l| l.ids().to_vec()).unwrap_or_default(),
     };
-    let result = match tokio::fs::create_dir_all(&info.scratch_dir).await {
-        Err(e) => Err(TaskError::retry(format!(
-            "creating scratch directory {}: {e}",
-            info.scratch_dir.display()
-        ))),
-        Ok(()) => match kind {
-            TaskKind::Map => run_map(&env, &a, &info).await,
-            TaskKind::Reduce => run_reduce(&env, &a, &info).await,
+    let result = match refused {
+        Some(e) => Err(e),
+        None => match tokio::fs::create_dir_all(&info.scratch_dir).await {
+            Err(e) => Err(TaskError::retry(format!(
+                "creating scratch directory {}: {e}",
+                info.scratch_dir.display()
+            ))),
+            Ok(()) => match kind {
+                TaskKind::Map => run_map(&env, &a, &info).await,
+                TaskKind::Reduce => run_reduce(&env, &a, &info).await,
+            },
         },
     };
     // The attempt's scratch space goes with it, whatever user code left there.
     let _ = tokio::fs::remove_dir_all(&info.scratch_dir).await;
+    drop(lease);
     let mut report = TaskReport {
         executor_id: env.executor_id(),
         job_id: a.job_id.clone(),
@@ -263,9 +306,12 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
     };
     if !spec.binary_sha256.is_empty() {
         let what = format!("task m-{:05} (split {split})", a.index);
+        // The worker for these GPUs sees them alone, as devices 0..n.
+        let mut worker_info = info.clone();
+        worker_info.gpus = (0..info.gpus.len() as u32).collect();
         let req = Request::Map {
             job: spec.job.clone(),
-            info: info.clone(),
+            info: worker_info,
             split: split.clone(),
             input_format,
             reducers: a.num_reducers,
@@ -273,7 +319,7 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
         };
         return match env
             .workers
-            .run(&a.job_id, &spec.binary_sha256, req, what)
+            .run(&a.job_id, &spec.binary_sha256, &info.gpus, req, what)
             .await?
         {
             Response::Map {
@@ -637,7 +683,7 @@ async fn reduce_in_worker(
     let what = format!("task r-{:05}", a.index);
     let res = env
         .workers
-        .run(&a.job_id, &spec.binary_sha256, req, what)
+        .run(&a.job_id, &spec.binary_sha256, &[], req, what)
         .await;
     match res? {
         Response::Reduce {

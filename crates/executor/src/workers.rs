@@ -168,8 +168,15 @@ impl Workers {
         Ok(path)
     }
 
-    /// The socket of this job's worker, starting one if there is none (or it died).
-    async fn socket(&self, job_id: &str, sha256: &str) -> Result<PathBuf, WorkerError> {
+    /// The socket of this job's worker, starting one if there is none (or it died). A worker
+    /// for tasks holding GPUs is one per GPU set, started with `CUDA_VISIBLE_DEVICES` naming
+    /// them, so its tasks see those GPUs only (as devices 0..n).
+    async fn socket(
+        &self,
+        job_id: &str,
+        sha256: &str,
+        gpus: &[u32],
+    ) -> Result<PathBuf, WorkerError> {
         // Every task asks: a live worker answers without touching the binary cache.
         if let Some(s) = self.live_socket(job_id).await {
             return Ok(s);
@@ -191,7 +198,7 @@ impl Workers {
             .map_err(|e| fail(format!("creating {}: {e}", self.sock_dir.display())))?;
         let socket = self.sock_dir.join(format!("{job_id}.sock"));
         let _ = tokio::fs::remove_file(&socket).await;
-        let (mut child, cgroup) = self.spawn(&binary, &socket, job_id).await?;
+        let (mut child, cgroup) = self.spawn(&binary, &socket, job_id, gpus).await?;
         let stdin = child
             .stdin
             .take()
@@ -264,6 +271,7 @@ impl Workers {
         binary: &Path,
         socket: &Path,
         job_id: &str,
+        gpus: &[u32],
     ) -> Result<(Child, Option<WorkerCgroup>), WorkerError> {
         let fail = |msg: String| WorkerError {
             msg,
@@ -289,6 +297,10 @@ impl Workers {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
+            if !gpus.is_empty() {
+                let ids: Vec<String> = gpus.iter().map(u32::to_string).collect();
+                cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+            }
             match (&cgroup, self.memory_limit) {
                 // The cgroup bounds what the worker really uses; an address-space limit on
                 // top would fail allocations that merely reserve (and never touch) memory.
@@ -336,15 +348,19 @@ impl Workers {
         matches!(p.child.try_wait(), Ok(None)).then(|| p.socket.clone())
     }
 
-    /// Runs one task in the job's worker. `what` names the task and its input for messages.
+    /// Runs one task in the job's worker (the one for its GPUs, when it holds some). `what`
+    /// names the task and its input for messages.
     pub async fn run(
         &self,
         job_id: &str,
         sha256: &str,
+        gpus: &[u32],
         req: Request,
         what: String,
     ) -> Result<Response, WorkerError> {
-        let socket = self.socket(job_id, sha256).await?;
+        let key = worker_key(job_id, gpus);
+        let job_id = key.as_str();
+        let socket = self.socket(job_id, sha256, gpus).await?;
         let res = tokio::task::spawn_blocking(move || {
             let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
             write_msg(&mut s, &req)?;
@@ -412,13 +428,25 @@ impl Workers {
         }
     }
 
-    /// Stops the worker of a job that ended.
+    /// Stops the workers of a job that ended (one, or one per GPU set).
     pub async fn stop(&self, job_id: &str) {
-        if let Some(mut p) = self.procs.lock().await.remove(job_id) {
+        let gpu_prefix = format!("{job_id}.gpu");
+        let procs: Vec<(String, Proc)> = {
+            let mut all = self.procs.lock().await;
+            let keys: Vec<String> = all
+                .keys()
+                .filter(|k| *k == job_id || k.starts_with(&gpu_prefix))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| all.remove(&k).map(|p| (k, p)))
+                .collect()
+        };
+        for (key, mut p) in procs {
             let _ = p.child.kill().await;
             remove_cgroup(p.cgroup.take()).await;
             let _ = tokio::fs::remove_file(&p.socket).await;
-            info!(job_id, "worker stopped");
+            info!(worker = %key, "worker stopped");
         }
     }
 
@@ -429,6 +457,15 @@ impl Workers {
             self.stop(&j).await;
         }
     }
+}
+
+/// The key (and socket name) of the worker for `job_id`'s tasks holding `gpus`.
+fn worker_key(job_id: &str, gpus: &[u32]) -> String {
+    if gpus.is_empty() {
+        return job_id.to_string();
+    }
+    let ids: Vec<String> = gpus.iter().map(u32::to_string).collect();
+    format!("{job_id}.gpu{}", ids.join("-"))
 }
 
 /// Removes a reaped worker's cgroup, off the reactor (removal may wait briefly for the kernel).

@@ -32,6 +32,8 @@ pub struct TaskContext {
     split: Option<Split>,
     params: BTreeMap<String, String>,
     scratch_dir: PathBuf,
+    /// GPUs this task holds, as CUDA device ordinals of this process.
+    gpus: Vec<u32>,
     /// Records skipped as bad in this attempt, kept to be written to `OUTPUT/_bad_records/`.
     bad_records: std::sync::Arc<std::sync::Mutex<Vec<BadRecord>>>,
     /// Bad records skipped in this attempt, kept or not.
@@ -76,6 +78,7 @@ impl TaskContext {
             split: None,
             params: BTreeMap::new(),
             scratch_dir: std::env::temp_dir(),
+            gpus: Vec::new(),
             bad_records: Default::default(),
             bad_seen: Default::default(),
         }
@@ -118,6 +121,19 @@ impl TaskContext {
     /// The bad records kept so far, leaving none.
     pub fn take_bad_records(&self) -> Vec<BadRecord> {
         std::mem::take(&mut *self.bad_records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sets the GPUs the task holds (CUDA device ordinals as this process sees them).
+    pub fn with_gpus(mut self, gpus: Vec<u32>) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
+    /// The GPUs this task holds to itself, as CUDA device ordinals of this process: empty
+    /// unless its job asks for them (`sluice.task.gpus`). In a job binary's worker they are
+    /// `0..n` (the worker's `CUDA_VISIBLE_DEVICES` names the executor's GPUs it was given).
+    pub fn gpus(&self) -> &[u32] {
+        &self.gpus
     }
 
     /// Sets the input split (map tasks).

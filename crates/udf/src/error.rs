@@ -33,4 +33,8 @@ pub enum UdfError {
     /// Output from the sink failed.
     #[error("{0}")]
     Sink(String),
+    /// A GPU call failed (out of device memory, a driver error): another attempt, maybe on
+    /// another GPU, may succeed.
+    #[error("{0}")]
+    Gpu(String),
 }

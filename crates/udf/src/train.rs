@@ -153,6 +153,19 @@ pub trait Model: Send + Sync {
         }
         (grad, metrics)
     }
+
+    /// The summed gradient over `batch` on CUDA device `device` (an ordinal of this process,
+    /// as [`crate::TaskContext::gpus`] gives), with [`Model::gradient`]'s numerics within
+    /// float tolerance; `None` when the model has no GPU path (it runs on the CPU then).
+    fn gradient_gpu(
+        &self,
+        batch: &Batch<'_>,
+        params: &Params,
+        device: u32,
+    ) -> Option<Result<(Params, Metrics), String>> {
+        let _ = (batch, params, device);
+        None
+    }
 }
 
 fn sigmoid(z: f32) -> f32 {
@@ -271,6 +284,20 @@ impl Model for Mlp {
             m.rows += 1;
         }
         m
+    }
+
+    fn gradient_gpu(
+        &self,
+        batch: &Batch<'_>,
+        params: &Params,
+        device: u32,
+    ) -> Option<Result<(Params, Metrics), String>> {
+        Some(crate::gpu::mlp_gradient(
+            self,
+            batch,
+            params,
+            device as usize,
+        ))
     }
 }
 

@@ -281,7 +281,7 @@ impl BatchMapper for GradientMapper {
         let (grad, m) = if local_steps(ctx)? > 0 {
             local_round(ctx, &round, &batch)?
         } else {
-            round.model.gradient(&batch, &round.params)
+            gradient(ctx, round.model.as_ref(), &batch, &round.params)?
         };
         if let Some(dir) = ctx.param(LEDGER_PARAM) {
             write_ledger(Path::new(dir), ctx, &ids)?;
@@ -314,6 +314,35 @@ impl BatchMapper for GradientMapper {
         ];
         out.emit(RecordBatch::try_new(map_schema(), columns)?);
         Ok(())
+    }
+}
+
+/// The round's gradient: on the task's GPU when it holds one and the model has a GPU path,
+/// else on all cores.
+fn gradient(
+    ctx: &TaskContext,
+    model: &dyn Model,
+    batch: &Batch<'_>,
+    params: &Params,
+) -> Result<(Params, crate::train::Metrics), UdfError> {
+    let Some(&device) = ctx.gpus().first() else {
+        return Ok(model.gradient(batch, params));
+    };
+    match model.gradient_gpu(batch, params, device) {
+        Some(Ok(g)) => Ok(g),
+        Some(Err(e)) => Err(UdfError::Gpu(format!(
+            "task {} of job {}: {} on GPU {device}: {e}",
+            ctx.task(),
+            ctx.job_id(),
+            model.name()
+        ))),
+        None => {
+            tracing::warn!(
+                model = model.name(),
+                "the model has no GPU path; its gradient runs on the CPU"
+            );
+            Ok(model.gradient(batch, params))
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub struct TaskInfo {
     pub params: BTreeMap<String, String>,
     /// The attempt's scratch directory (the executor creates and removes it).
     pub scratch_dir: PathBuf,
+    /// GPUs the task holds, as CUDA device ordinals of the process that runs it.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
 }
 
 impl TaskInfo {
@@ -33,7 +36,8 @@ impl TaskInfo {
     pub fn context(&self, split: Option<&Split>) -> TaskContext {
         let ctx = TaskContext::new(self.job_id.clone(), self.task, self.attempt)
             .with_params(self.params.clone())
-            .with_scratch_dir(self.scratch_dir.clone());
+            .with_scratch_dir(self.scratch_dir.clone())
+            .with_gpus(self.gpus.clone());
         match split {
             Some(s) => ctx.with_split(s.clone()),
             None => ctx,

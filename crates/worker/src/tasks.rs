@@ -60,7 +60,7 @@ impl From<UdfError> for TaskFailure {
     fn from(e: UdfError) -> Self {
         match e {
             // A panic may not recur (Spark retries them too); one that does is named by record.
-            UdfError::Panicked(_) => TaskFailure::retry(e.to_string()),
+            UdfError::Panicked(_) | UdfError::Gpu(_) => TaskFailure::retry(e.to_string()),
             _ => TaskFailure::fatal(e.to_string()),
         }
     }

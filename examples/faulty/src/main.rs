@@ -12,6 +12,8 @@
 //! `quarantine` is a batch job over Parquet rows `(id, value)` that passes rows through but
 //! fails a whole batch when one of its rows has a negative `value`, as vectorised code does:
 //! skipping must find those rows by bisecting the batch.
+//! `gpu-probe` records, per map task, the `CUDA_VISIBLE_DEVICES` of its worker, the GPUs its
+//! context gives it and when it ran (it holds each task 300 ms), for the GPU scheduling test.
 
 // The `segv` job needs one deliberate invalid write; nothing else here is unsafe.
 #![allow(unsafe_code)]
@@ -96,6 +98,66 @@ impl Mapper for Faulty {
             }
             Fault::None => out.emit(line.len() as u64, 1),
         }
+    }
+}
+
+/// Records where and when each map task ran and which GPUs it was given.
+struct GpuProbe;
+
+impl Mapper for GpuProbe {
+    type In = str;
+    type Key = String;
+    type Value = i64;
+
+    fn map(&self, _line: &str, out: &mut Emitter<'_, String, i64>) {
+        out.count("lines", 1);
+        if out.counters().get("lines") != 1 {
+            return;
+        }
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        };
+        let start = now();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let ctx = out.context();
+        let probe = format!(
+            "{} {} {:?} {start} {}",
+            ctx.task(),
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into()),
+            ctx.gpus(),
+            now()
+        );
+        out.emit(probe, 1);
+    }
+}
+
+/// A probe and how many tasks recorded it.
+#[derive(Serialize, Deserialize)]
+struct ProbeRow {
+    probe: String,
+    n: i64,
+}
+
+struct Probes;
+
+impl Reducer for Probes {
+    type Key = String;
+    type Value = i64;
+    type Out = ProbeRow;
+
+    fn reduce(
+        &self,
+        probe: String,
+        values: &mut dyn Iterator<Item = i64>,
+        out: &mut Output<'_, ProbeRow>,
+    ) {
+        out.push(ProbeRow {
+            probe,
+            n: values.sum(),
+        });
     }
 }
 
@@ -267,6 +329,7 @@ fn main() -> ExitCode {
     ] {
         jobs.register(JobDef::new(name, Faulty(fault), Count).with_combiner(SumCombiner));
     }
+    jobs.register(JobDef::new("gpu-probe", GpuProbe, Probes));
     jobs.register(
         JobDef::new("sales", ByStore, Total)
             .with_combiner(SumCombiner)
