@@ -329,7 +329,7 @@ fn describe_binary(path: &str) -> Result<Known, CliError> {
 }
 
 /// Uploads a job binary; returns its SHA-256.
-async fn upload_binary(
+pub(crate) async fn upload_binary(
     client: &mut sluice_rpc::JobsClient<tonic::transport::Channel>,
     path: &str,
 ) -> Result<String, CliError> {

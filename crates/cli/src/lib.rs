@@ -173,19 +173,7 @@ enum Cmd {
     /// Train a model on Parquet rows (every column a float feature but the label), one
     /// MapReduce round per epoch (sync mode: every row's gradient averaged, one step),
     /// checkpointed each epoch under OUTPUT/checkpoints/.
-    Train {
-        #[command(flatten)]
-        args: train::TrainArgs,
-        /// Submit to this coordinator; without it, run embedded.
-        #[arg(long)]
-        coordinator: Option<String>,
-        /// Embedded executors.
-        #[arg(long, default_value_t = 2)]
-        executors: u32,
-        /// Print the per-epoch metrics as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Train(train::TrainCmd),
     /// Write a generated binary classification dataset (Parquet: f0..fN float32 features, a
     /// float32 0/1 label from a hidden linear rule plus noise).
     GenerateClassification {
@@ -332,6 +320,9 @@ enum JobBinaryCmd {
     },
     /// Print the jobs of this binary and their defaults as JSON.
     Describe,
+    /// Train a model this binary registers (`Registry::register_model`) or a built-in one:
+    /// embedded, or on a cluster that runs the rounds in this binary's workers.
+    Train(train::TrainCmd),
 }
 
 /// The entry point of a job binary: `run` its jobs embedded, `submit` itself to a cluster,
@@ -387,6 +378,14 @@ pub fn job_main(registry: Registry) -> ExitCode {
             let exe = exe.to_string_lossy().into_owned();
             commands::submit(job, &coordinator, Some(&exe), wait, json).await
         }),
+        JobBinaryCmd::Train(cmd) => block_on(async move {
+            let exe = std::env::current_exe().map_err(|source| CliError::Io {
+                op: "cannot find this program's own path",
+                path: "/proc/self/exe".into(),
+                source,
+            })?;
+            train::run(cmd, registry, Some(exe.to_string_lossy().into_owned())).await
+        }),
     }
 }
 
@@ -438,30 +437,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             job_id,
             coordinator,
         } => commands::cancel(&job_id, &coordinator).await,
-        Cmd::Train {
-            args,
-            coordinator,
-            executors,
-            json,
-        } => {
-            sluice_core::parse_byte_size(&args.cache_memory)
-                .map_err(|e| CliError::Usage(format!("--cache-memory: {e}")))?;
-            let result = match coordinator {
-                Some(url) => train::train(&args, &url).await,
-                None => {
-                    let cluster =
-                        embedded::Embedded::start(executors, 1, sluice_udf::Registry::builtin())
-                            .await?;
-                    let r = train::train(&args, &cluster.url).await;
-                    cluster.shutdown().await;
-                    r
-                }
-            }?;
-            if json {
-                println!("{result}");
-            }
-            Ok(())
-        }
+        Cmd::Train(cmd) => train::run(cmd, Registry::builtin(), None).await,
         Cmd::GenerateClassification {
             dir,
             rows,

@@ -13,14 +13,65 @@ use std::time::Instant;
 use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
 use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
-    assemble, model_named, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM,
-    ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM, MODEL_PARAM,
-    OPTIMIZER_PARAM, SHARDS_PARAM, SHUFFLE_PARAM, STEPS_PARAM, STEP_PARAM,
+    assemble, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM, ID_PARAM,
+    LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM, MODEL_PARAM, OPTIMIZER_PARAM,
+    SHARDS_PARAM, SHUFFLE_PARAM, STEPS_PARAM, STEP_PARAM,
 };
 
 use crate::commands::submit_spec;
 use crate::error::CliError;
 use crate::progress;
+
+/// `sluice train` (or a job binary's `train`): the run's flags and where it runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    args: TrainArgs,
+    /// Submit to this coordinator; without it, run embedded.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Embedded executors.
+    #[arg(long, default_value_t = 2)]
+    executors: u32,
+    /// Print the per-epoch metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `cmd` with the models of `registry`: embedded on executors of that registry, or on the
+/// cluster at `--coordinator`, whose executors run the rounds in `binary` (a job binary's own
+/// path, uploaded once) or as the built-in job.
+pub async fn run(
+    cmd: TrainCmd,
+    registry: sluice_udf::Registry,
+    binary: Option<String>,
+) -> Result<(), CliError> {
+    sluice_core::parse_byte_size(&cmd.args.cache_memory)
+        .map_err(|e| CliError::Usage(format!("--cache-memory: {e}")))?;
+    let models = registry.models().clone();
+    let result = match cmd.coordinator {
+        Some(url) => {
+            let sha = match &binary {
+                Some(path) => {
+                    let mut client = sluice_rpc::jobs_client(&url).await?;
+                    Some(crate::commands::upload_binary(&mut client, path).await?)
+                }
+                None => None,
+            };
+            train(&cmd.args, &url, &models, sha).await
+        }
+        None => {
+            let cluster = crate::embedded::Embedded::start(cmd.executors, 1, registry).await?;
+            let r = train(&cmd.args, &cluster.url, &models, None).await;
+            cluster.shutdown().await;
+            r
+        }
+    }?;
+    if cmd.json {
+        println!("{result}");
+    }
+    Ok(())
+}
 
 /// What `sluice train` was asked.
 #[derive(Debug, Clone, clap::Args)]
@@ -288,11 +339,16 @@ fn read_round(
 }
 
 /// Trains on the cluster at `url`; returns the final metrics as JSON.
-pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, CliError> {
+pub async fn train(
+    args: &TrainArgs,
+    url: &str,
+    models: &sluice_udf::train_step::Models,
+    binary: Option<String>,
+) -> Result<serde_json::Value, CliError> {
     // Absolute, so that the committed files the status lists are found from here.
     let out =
         std::path::absolute(&args.output).map_err(io("resolving", Path::new(&args.output)))?;
-    let model = model_named(&args.model)?;
+    let model = models.get(&args.model)?;
     optimizer_named(&args.optimizer)?;
     let (dim, data_hash, total_rows) =
         features_of(&args.inputs, &args.label, args.id_column.as_deref())?;
@@ -370,6 +426,16 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
     let mut client = sluice_rpc::jobs_client(url).await?;
     let mut history = Vec::new();
     let mut previous = current.clone();
+    // The run's worker session: its output directory, hashed (FNV-1a).
+    let session = format!(
+        "train-{:016x}",
+        out.display()
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+    );
     for epoch in start_epoch..=args.epochs {
         let t0 = Instant::now();
         let first = if epoch == start_epoch { start_step } else { 0 };
@@ -411,6 +477,10 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
             if let Some(k) = local_steps {
                 params_map.insert(LOCAL_STEPS_PARAM.into(), k.to_string());
             }
+            if binary.is_some() {
+                // One worker per executor serves every round, keeping the decoded splits.
+                params_map.insert(sluice_core::WORKER_SESSION_PARAM.into(), session.clone());
+            }
             if args.gpus > 0 {
                 params_map.insert(sluice_core::GPUS_PARAM.into(), args.gpus.to_string());
             }
@@ -427,7 +497,7 @@ pub async fn train(args: &TrainArgs, url: &str) -> Result<serde_json::Value, Cli
                 reducers: Some(args.shards.max(1)),
                 overwrite: true,
                 params: params_map,
-                binary: None,
+                binary: binary.clone(),
             };
             let id = submit_spec(&mut client, &spec).await?;
             let status = progress::watch(&mut client, &id).await?;

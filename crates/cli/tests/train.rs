@@ -406,3 +406,70 @@ fn local_mode_averages_parameters_and_learns() {
     // Deterministic: the same run gives the same parameters.
     assert_eq!(a.max_abs_diff(&run("local-b")), 0.0);
 }
+
+#[test]
+fn a_model_from_a_job_binary_trains_in_one_worker_per_executor_across_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 100_000, FEATURES, SEED, false);
+    let svm = sluice_testkit::example_binary(BIN, "train-svm", "sluice-example-train-svm");
+    let cluster = Cluster::start(BIN, 2, 1).unwrap();
+    let out = tmp.path().join("svm");
+    let r = sluice_testkit::sluice(
+        &svm,
+        &[
+            "train",
+            "--coordinator",
+            cluster.url(),
+            "--input",
+            s(&data),
+            "--output",
+            s(&out),
+            "--model",
+            "linear-svm",
+            "--optimizer",
+            "sgd:0.2:0.9",
+            "--epochs",
+            "4",
+            "--split-size",
+            "512KiB",
+            "--json",
+        ],
+    );
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+    let epochs = r.stdout_json()["epochs"].as_array().unwrap().clone();
+    assert_eq!(epochs.len(), 4);
+    let last = &epochs[3];
+    assert!(last["accuracy"].as_f64().unwrap() >= 0.9, "{last}");
+    // The rounds ran in one long-lived worker per executor: its cache served epochs 2..4.
+    assert!(epochs[0]["datastore_bytes_read"].as_i64().unwrap() > 0);
+    for e in &epochs[1..] {
+        assert_eq!(e["datastore_bytes_read"], 0, "{e}");
+    }
+    let started = cluster.logs().matches("worker started").count();
+    assert_eq!(
+        started,
+        2,
+        "one worker per executor for all rounds:\n{}",
+        cluster.logs()
+    );
+
+    // The built-in sluice does not know the binary's model, and says which it knows.
+    let r = cluster.sluice(&[
+        "train",
+        "--coordinator",
+        cluster.url(),
+        "--input",
+        s(&data),
+        "--output",
+        s(&tmp.path().join("unknown")),
+        "--model",
+        "linear-svm",
+    ]);
+    assert!(!r.success());
+    assert!(
+        r.stderr.contains("logistic-regression and mlp:HIDDEN"),
+        "{}",
+        r.stderr
+    );
+}

@@ -18,6 +18,6 @@ pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
 pub use spec::{
     map_gpus, InputFormat, JobSpec, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
-    DEFAULT_SPLIT_SIZE, GPUS_PARAM, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM,
+    DEFAULT_SPLIT_SIZE, GPUS_PARAM, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM, WORKER_SESSION_PARAM,
 };
 pub use state::{FailureKind, JobState, StageState, TaskState};

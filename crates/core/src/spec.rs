@@ -151,6 +151,12 @@ pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
 /// to send each split back to the executor that holds it.
 pub const CACHE_PARAM: &str = "sluice.cache";
 
+/// The job parameter that lets consecutive jobs of one job binary share its worker processes
+/// (a training run's rounds): tasks of jobs with the same value run in one worker per
+/// executor (and GPU set), which outlives each job so that what it keeps in memory (decoded
+/// splits, the round's parameters) serves the next; it stops after a minute unused.
+pub const WORKER_SESSION_PARAM: &str = "sluice.worker.session";
+
 /// The job parameter that gives each map task that many GPUs of its own (Spark's
 /// `spark.task.resource.gpu.amount`): it runs only on an executor with that many free, which
 /// sets `CUDA_VISIBLE_DEVICES` in its worker. Reducers (aggregation) need none.

@@ -245,6 +245,7 @@ pub async fn start(
                                 }
                             }
                         }
+                        workers.stop_idle_sessions().await;
                         for job in r.finished_jobs {
                             if cleaned.insert(job.clone()) {
                                 workers.stop(&job).await;

@@ -19,6 +19,7 @@ use sluice_worker::protocol::{Request, Response};
 use sluice_worker::{TaskFailure, TaskInfo};
 
 use crate::gpus::{GpuLease, GpuPool};
+use crate::workers::SESSION_PREFIX;
 
 use crate::workers::{WorkerError, Workers};
 use tokio::sync::Mutex;
@@ -164,6 +165,32 @@ fn lookup(registry: &Registry, name: &str) -> Result<Arc<dyn Job>, TaskError> {
             registry.names().join(", ")
         ))
     })
+}
+
+/// The worker an assignment's job-binary task runs in: its job's, or its session's.
+fn worker_of(a: &TaskAssignment) -> String {
+    let session = a
+        .spec
+        .as_ref()
+        .and_then(|s| s.params.get(sluice_core::WORKER_SESSION_PARAM));
+    match session {
+        Some(s) => format!("{SESSION_PREFIX}{}", sanitize(s)),
+        None => a.job_id.clone(),
+    }
+}
+
+/// Keeps a session name usable as a socket and cgroup name.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
 }
 
 /// The GPUs an assignment holds until it ends: a map whose job asks for GPUs takes them when it
@@ -319,7 +346,7 @@ async fn run_map(env: &Arc<TaskEnv>, a: &TaskAssignment, info: &TaskInfo) -> Out
         };
         return match env
             .workers
-            .run(&a.job_id, &spec.binary_sha256, &info.gpus, req, what)
+            .run(&worker_of(a), &spec.binary_sha256, &info.gpus, req, what)
             .await?
         {
             Response::Map {
@@ -683,7 +710,7 @@ async fn reduce_in_worker(
     let what = format!("task r-{:05}", a.index);
     let res = env
         .workers
-        .run(&a.job_id, &spec.binary_sha256, &[], req, what)
+        .run(&worker_of(a), &spec.binary_sha256, &[], req, what)
         .await;
     match res? {
         Response::Reduce {

@@ -27,6 +27,11 @@ use tracing::{debug, info, warn};
 
 use crate::cgroup::{human_bytes, CgroupParent, WorkerCgroup};
 
+/// The key prefix of workers shared by a session's jobs (see `sluice_core::WORKER_SESSION_PARAM`).
+pub(crate) const SESSION_PREFIX: &str = "session-";
+/// How long a session's worker waits unused before it is stopped.
+const SESSION_IDLE: Duration = Duration::from_secs(60);
+
 /// Lines of a worker's stderr kept for error reports.
 const STDERR_TAIL: usize = 12;
 /// How long a new worker may take to say it is ready.
@@ -43,6 +48,8 @@ struct Proc {
     socket: PathBuf,
     stderr: Arc<std::sync::Mutex<VecDeque<String>>>,
     cgroup: Option<WorkerCgroup>,
+    /// When a task last asked for it.
+    last_used: std::time::Instant,
     // Held open: when the executor dies, the worker sees EOF on stdin and exits.
     _stdin: ChildStdin,
 }
@@ -258,6 +265,7 @@ impl Workers {
                 socket: socket.clone(),
                 stderr: tail,
                 cgroup,
+                last_used: std::time::Instant::now(),
                 _stdin: stdin,
             },
         );
@@ -345,6 +353,7 @@ impl Workers {
     async fn live_socket(&self, job_id: &str) -> Option<PathBuf> {
         let mut procs = self.procs.lock().await;
         let p = procs.get_mut(job_id)?;
+        p.last_used = std::time::Instant::now();
         matches!(p.child.try_wait(), Ok(None)).then(|| p.socket.clone())
     }
 
@@ -447,6 +456,21 @@ impl Workers {
             remove_cgroup(p.cgroup.take()).await;
             let _ = tokio::fs::remove_file(&p.socket).await;
             info!(worker = %key, "worker stopped");
+        }
+    }
+
+    /// Stops the session workers no task has asked for in a minute.
+    pub async fn stop_idle_sessions(&self) {
+        let idle: Vec<String> = self
+            .procs
+            .lock()
+            .await
+            .iter()
+            .filter(|(k, p)| k.starts_with(SESSION_PREFIX) && p.last_used.elapsed() > SESSION_IDLE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle {
+            self.stop(&k).await;
         }
     }
 

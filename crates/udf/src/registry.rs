@@ -20,6 +20,7 @@ use crate::Job;
 #[derive(Clone, Default)]
 pub struct Registry {
     jobs: BTreeMap<String, Arc<dyn Job>>,
+    models: crate::train_step::Models,
 }
 
 impl Registry {
@@ -41,6 +42,35 @@ impl Registry {
     /// Adds (or replaces) a job under its own name.
     pub fn register(&mut self, job: impl Job + 'static) {
         self.jobs.insert(job.name().to_string(), Arc::new(job));
+    }
+
+    /// Adds a model that `sluice train --model NAME[:ARGS]` (run through this binary) can
+    /// train: `factory` makes it from `ARGS`. This (re)registers the `train-step` job with the
+    /// models registered so far.
+    ///
+    /// ```
+    /// use sluice_udf::train::LogisticRegression;
+    /// let mut jobs = sluice_udf::Registry::new();
+    /// jobs.register_model("my-linear", |_args| Ok(Box::new(LogisticRegression)));
+    /// assert!(jobs.models().get("my-linear").is_ok());
+    /// assert_eq!(jobs.names(), ["train-step"]);
+    /// ```
+    pub fn register_model(
+        &mut self,
+        name: &str,
+        factory: impl Fn(&str) -> Result<Box<dyn crate::train::Model>, crate::UdfError>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        self.models.add(name, factory);
+        self.register(crate::train_step::job_with(self.models.clone()));
+    }
+
+    /// The models registered with [`Registry::register_model`] (the built-in ones are always
+    /// known too).
+    pub fn models(&self) -> &crate::train_step::Models {
+        &self.models
     }
 
     /// The job called `name`.

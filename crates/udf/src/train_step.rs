@@ -52,7 +52,46 @@ pub const CORRECT_COUNTER: &str = "train_correct";
 /// Counter: rows seen in the round.
 pub const ROWS_COUNTER: &str = "train_rows";
 
-/// A model by its name in [`MODEL_PARAM`].
+/// Makes a model from the arguments of its spec (what follows `NAME:` in [`MODEL_PARAM`]; empty
+/// when none).
+pub type ModelFactory = Arc<dyn Fn(&str) -> Result<Box<dyn Model>, UdfError> + Send + Sync>;
+
+/// The models a `train-step` job knows: the built-in ones and those a job binary registers
+/// ([`crate::Registry::register_model`]).
+#[derive(Clone, Default)]
+pub struct Models {
+    custom: std::collections::BTreeMap<String, ModelFactory>,
+}
+
+impl Models {
+    /// Adds (or replaces) model `name`, made by `factory` from its spec's arguments.
+    pub fn add(
+        &mut self,
+        name: &str,
+        factory: impl Fn(&str) -> Result<Box<dyn Model>, UdfError> + Send + Sync + 'static,
+    ) {
+        self.custom.insert(name.to_string(), Arc::new(factory));
+    }
+
+    /// The model `spec` names: `NAME` or `NAME:ARGS`, a registered model first, then the
+    /// built-in `logistic-regression` and `mlp:HIDDEN`.
+    pub fn get(&self, spec: &str) -> Result<Box<dyn Model>, UdfError> {
+        let (name, args) = spec.split_once(':').unwrap_or((spec, ""));
+        match self.custom.get(name) {
+            Some(f) => f(args),
+            None => model_named(spec).map_err(|e| {
+                if self.custom.is_empty() {
+                    e
+                } else {
+                    let names: Vec<&str> = self.custom.keys().map(String::as_str).collect();
+                    UdfError::Param(format!("{e}; this binary also has: {}", names.join(", ")))
+                }
+            }),
+        }
+    }
+}
+
+/// A built-in model by its name in [`MODEL_PARAM`].
 pub fn model_named(name: &str) -> Result<Box<dyn Model>, UdfError> {
     match name.split_once(':') {
         None if name == "logistic-regression" => Ok(Box::new(crate::train::LogisticRegression)),
@@ -120,7 +159,7 @@ fn flatten(p: &Params) -> Vec<f32> {
 /// The last round read in this process, by checkpoint path.
 static ROUND: Mutex<Option<(String, Arc<Round>)>> = Mutex::new(None);
 
-fn round(ctx: &TaskContext) -> Result<Arc<Round>, UdfError> {
+fn round(ctx: &TaskContext, models: &Models) -> Result<Arc<Round>, UdfError> {
     let dim: usize = ctx
         .param_as(FEATURES_PARAM)?
         .ok_or_else(|| UdfError::Param(format!("train-step needs {FEATURES_PARAM}")))?;
@@ -134,7 +173,7 @@ fn round(ctx: &TaskContext) -> Result<Arc<Round>, UdfError> {
             return Ok(r.clone());
         }
     }
-    let model = model_named(ctx.param(MODEL_PARAM).unwrap_or("logistic-regression"))?;
+    let model = models.get(ctx.param(MODEL_PARAM).unwrap_or("logistic-regression"))?;
     let bytes = std::fs::read(&path)
         .map_err(|e| UdfError::Input(format!("reading checkpoint {path}: {e}")))?;
     let (params, state, _) = read_checkpoint(&bytes, &model.init(dim, 0))
@@ -173,7 +212,9 @@ fn f32_column(batch: &RecordBatch, i: usize) -> Result<Vec<f32>, UdfError> {
 }
 
 /// Computes one batch's gradient and emits its slice per shard.
-struct GradientMapper;
+struct GradientMapper {
+    models: Models,
+}
 
 fn map_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -261,7 +302,7 @@ impl BatchMapper for GradientMapper {
                 }
             }
         }
-        let round = round(ctx)?;
+        let round = round(ctx, &self.models)?;
         if round
             .params
             .0
@@ -470,7 +511,9 @@ fn write_ledger(dir: &Path, ctx: &TaskContext, ids: &[String]) -> Result<(), Udf
 }
 
 /// The parameter server of one shard.
-struct ShardReducer;
+struct ShardReducer {
+    models: Models,
+}
 
 fn reduce_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -551,7 +594,7 @@ impl BatchReducer for ShardReducer {
                 out.count(CORRECT_COUNTER, total_correct as i64);
                 out.count(ROWS_COUNTER, total_rows as i64);
             }
-            let round = round(ctx)?;
+            let round = round(ctx, &self.models)?;
             let range = shard_range(round.flat.len(), n, r);
             if sum.len() != range.len() {
                 return Err(UdfError::Decode(format!(
@@ -607,10 +650,22 @@ impl BatchReducer for ShardReducer {
     }
 }
 
-/// The `train-step` job.
+/// The `train-step` job, with the built-in models.
 pub fn job() -> BatchJob<impl BatchMapper, impl BatchReducer> {
-    BatchJob::new("train-step", GradientMapper, ShardReducer, &["shard"])
-        .input_format(InputFormat::Parquet)
+    job_with(Models::default())
+}
+
+/// The `train-step` job knowing `models` too.
+pub fn job_with(models: Models) -> BatchJob<impl BatchMapper, impl BatchReducer> {
+    BatchJob::new(
+        "train-step",
+        GradientMapper {
+            models: models.clone(),
+        },
+        ShardReducer { models },
+        &["shard"],
+    )
+    .input_format(InputFormat::Parquet)
 }
 
 /// Parameters and optimizer state assembled from the reducers' rows (index, value, m, v).
