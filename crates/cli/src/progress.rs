@@ -190,5 +190,29 @@ pub fn status_json(s: &pb::JobStatus) -> serde_json::Value {
                 "error": a.error, "speculative": a.speculative,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "train": train_json(&spec, &st),
+    })
+}
+
+/// A training round's place and metrics, with the metrics of its run's finished epochs (the
+/// driver passes them to each round, so the coordinator keeps them); null for other jobs.
+fn train_json(spec: &pb::JobSpec, st: &pb::Stats) -> serde_json::Value {
+    use sluice_udf::train_step as ts;
+    if spec.job != "train-step" {
+        return serde_json::Value::Null;
+    }
+    let p = |k: &str| spec.params.get(k).cloned().unwrap_or_default();
+    let num = |k: &str| p(k).parse::<u64>().unwrap_or(0);
+    let counters: std::collections::HashMap<String, i64> =
+        st.counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let (loss, accuracy, samples) = ts::round_metrics(&counters);
+    serde_json::json!({
+        "run": p(ts::RUN_PARAM),
+        "epoch": num(ts::EPOCH_PARAM),
+        "step": num(ts::STEP_PARAM),
+        "steps": num(ts::STEPS_PARAM).max(1),
+        "round": {"loss": loss, "accuracy": accuracy, "samples": samples},
+        "epochs": serde_json::from_str::<serde_json::Value>(&p(ts::HISTORY_PARAM))
+            .unwrap_or_else(|_| serde_json::json!([])),
     })
 }

@@ -8,17 +8,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
 use sluice_udf::train::{checkpoint_bytes, read_checkpoint, OptState, Params};
 use sluice_udf::train_step::{
-    assemble, optimizer_named, round_metrics, CHECKPOINT_PARAM, FEATURES_PARAM, ID_PARAM,
-    LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM, MODEL_PARAM, OPTIMIZER_PARAM,
-    SHARDS_PARAM, SHUFFLE_PARAM, STEPS_PARAM, STEP_PARAM,
+    assemble, optimizer_named, round_metrics, CHECKPOINT_PARAM, EPOCH_PARAM, FEATURES_PARAM,
+    HISTORY_PARAM, ID_PARAM, LABEL_PARAM, LEDGER_PARAM, LOCAL_STEPS_PARAM, LR_SCALE_PARAM,
+    MODEL_PARAM, OPTIMIZER_PARAM, RUN_PARAM, SHARDS_PARAM, SHUFFLE_PARAM, STEPS_PARAM, STEP_PARAM,
 };
 
-use crate::commands::submit_spec;
 use crate::error::CliError;
 use crate::progress;
 
@@ -285,6 +284,83 @@ fn write_checkpoint(
     Ok(path)
 }
 
+/// Submits a round, riding out a coordinator restart: while it cannot be reached (for as long
+/// as `--wait` waits), the round is submitted again, unless the coordinator already holds it
+/// (submitted before it went away), which is then followed instead of a second copy.
+async fn submit_round(
+    client: &mut sluice_rpc::JobsClient<tonic::transport::Channel>,
+    spec: &JobSpec,
+) -> Result<String, CliError> {
+    let since = Instant::now();
+    let mut said = false;
+    loop {
+        let req = sluice_rpc::pb::SubmitJobRequest {
+            spec: Some(spec.into()),
+        };
+        let err = match client.submit(req).await {
+            Ok(r) => return Ok(r.into_inner().job_id),
+            Err(s) if unreachable(&s) => s,
+            Err(s) => return Err(s.into()),
+        };
+        if since.elapsed() > Duration::from_secs(120) {
+            return Err(CliError::Refused(format!(
+                "the coordinator could not be reached for 120 s submitting a round: {}; `sluice train --resume` continues after the last checkpoint",
+                err.message()
+            )));
+        }
+        if !said {
+            eprintln!("lost the coordinator submitting a round; retrying for up to 120 s");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(list) = client
+            .list_jobs(sluice_rpc::pb::ListJobsRequest::default())
+            .await
+        {
+            let held = list.into_inner().jobs.into_iter().find(|j| {
+                let s = j.spec.clone().unwrap_or_default();
+                s.output == spec.output
+                    && s.params.get(CHECKPOINT_PARAM) == spec.params.get(CHECKPOINT_PARAM)
+                    && !matches!(j.state.as_str(), "failed" | "cancelled")
+            });
+            if let Some(j) = held {
+                return Ok(j.job_id);
+            }
+        }
+    }
+}
+
+/// Whether a call failed because the coordinator could not be reached.
+fn unreachable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// The per-epoch metrics of `history` that rounds carry for status (no job ids: those grow).
+fn epochs_json(history: &[serde_json::Value]) -> String {
+    let keep = [
+        "epoch",
+        "loss",
+        "accuracy",
+        "samples",
+        "samples_per_s",
+        "seconds",
+        "datastore_bytes_read",
+    ];
+    let slim: Vec<serde_json::Value> = history
+        .iter()
+        .map(|m| {
+            keep.iter()
+                .filter_map(|k| m.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        })
+        .collect();
+    serde_json::Value::Array(slim).to_string()
+}
+
 /// Writes the parameters the next round broadcasts when no checkpoint is due: a file of its
 /// own per round, because executors cache a round's parameters by path.
 fn write_broadcast(
@@ -477,6 +553,9 @@ pub async fn train(
             if let Some(k) = local_steps {
                 params_map.insert(LOCAL_STEPS_PARAM.into(), k.to_string());
             }
+            params_map.insert(RUN_PARAM.into(), session.clone());
+            params_map.insert(EPOCH_PARAM.into(), epoch.to_string());
+            params_map.insert(HISTORY_PARAM.into(), epochs_json(&history));
             if binary.is_some() {
                 // One worker per executor serves every round, keeping the decoded splits.
                 params_map.insert(sluice_core::WORKER_SESSION_PARAM.into(), session.clone());
@@ -499,7 +578,7 @@ pub async fn train(
                 params: params_map,
                 binary: binary.clone(),
             };
-            let id = submit_spec(&mut client, &spec).await?;
+            let id = submit_round(&mut client, &spec).await?;
             let status = progress::watch(&mut client, &id).await?;
             if status.state != "succeeded" {
                 return Err(CliError::JobFailed {

@@ -473,3 +473,107 @@ fn a_model_from_a_job_binary_trains_in_one_worker_per_executor_across_rounds() {
         r.stderr
     );
 }
+
+#[test]
+fn training_rides_out_a_coordinator_restart_and_status_keeps_its_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 100_000, 10, 7, false);
+    let mut cluster =
+        Cluster::start_with_flags(BIN, 2, 1, &[], &["--executor-timeout", "5s"]).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--coordinator",
+            cluster.url(),
+            "--input",
+            s(&data),
+            "--output",
+            s(out),
+            "--epochs",
+            "4",
+            "--batch-size",
+            "25000",
+            "--optimizer",
+            "adam:0.05",
+            "--split-size",
+            "512KiB",
+            "--json",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let straight = tmp.path().join("straight");
+    let r = cluster.sluice(&args(&straight));
+    assert!(r.success(), "{}\n{}", r.stderr, cluster.logs());
+
+    // The coordinator is killed -9 once epoch 2's checkpoint lands (during epoch 3's rounds)
+    // and restarted on its state directory; the driver waits for it and carries on.
+    let out = tmp.path().join("restarted");
+    let child = Command::new(BIN)
+        .args(args(&out))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !out.join("checkpoints/epoch-00002.safetensors").exists() {
+        assert!(Instant::now() < deadline, "epoch 2 never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.restart_coordinator().unwrap();
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}\n{}", cluster.logs());
+    assert!(stderr.contains("lost the coordinator"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let like = LogisticRegression.init(10, 0);
+    let read = |dir: &Path| {
+        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+        read_checkpoint(&b, &like).unwrap().0
+    };
+    let diff = read(&out).max_abs_diff(&read(&straight));
+    assert!(
+        diff <= 1e-6,
+        "after the restart the parameters differ by {diff}"
+    );
+
+    // The last round's job status holds the run's finished epochs.
+    let last_job = report["epochs"][3]["job_ids"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = cluster.sluice(&[
+        "status",
+        &last_job,
+        "--coordinator",
+        cluster.url(),
+        "--json",
+    ]);
+    assert!(st.success(), "{}", st.stderr);
+    let train = &st.stdout_json()["train"];
+    assert_eq!(
+        (train["epoch"].as_u64(), train["step"].as_u64()),
+        (Some(4), Some(3)),
+        "{train}"
+    );
+    let epochs = train["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{train}");
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["epoch"].as_u64(), Some(i as u64 + 1), "{e}");
+        assert_eq!(e["samples"].as_u64(), Some(100_000), "{e}");
+        assert!(e["accuracy"].as_f64().unwrap() > 0.5, "{e}");
+        assert!(e["samples_per_s"].as_f64().unwrap() > 0.0, "{e}");
+    }
+    assert!(
+        train["round"]["accuracy"].as_f64().unwrap() > 0.8,
+        "{train}"
+    );
+}

@@ -45,6 +45,13 @@ pub const ID_PARAM: &str = "sluice.train.id";
 pub const LEDGER_PARAM: &str = "sluice.train.ledger";
 /// Job parameter: the learning-rate factor of this round (the schedule's value; default 1).
 pub const LR_SCALE_PARAM: &str = "sluice.train.lr_scale";
+/// Job parameter: the training run a round belongs to (for status).
+pub const RUN_PARAM: &str = "sluice.train.run";
+/// Job parameter: the round's epoch (1-based, for status).
+pub const EPOCH_PARAM: &str = "sluice.train.epoch";
+/// Job parameter: the metrics of the run's finished epochs as a JSON array, kept in the round's
+/// job status so that `sluice status --json` shows them.
+pub const HISTORY_PARAM: &str = "sluice.train.history";
 /// Counter: the summed loss of the round, in millionths.
 pub const LOSS_COUNTER: &str = "train_loss_micro";
 /// Counter: rows predicted right in the round.
