@@ -47,6 +47,10 @@ pub async fn run(
 ) -> Result<(), CliError> {
     sluice_core::parse_byte_size(&cmd.args.cache_memory)
         .map_err(|e| CliError::Usage(format!("--cache-memory: {e}")))?;
+    if cmd.args.cache_disk.trim() != "0" {
+        sluice_core::parse_byte_size(&cmd.args.cache_disk)
+            .map_err(|e| CliError::Usage(format!("--cache-disk: {e}")))?;
+    }
     let models = registry.models().clone();
     let result = match cmd.coordinator {
         Some(url) => {
@@ -109,6 +113,10 @@ pub struct TrainArgs {
     /// are read again).
     #[arg(long, default_value = "4GiB")]
     pub cache_memory: String,
+    /// Local disk each executor may keep decoded input in once it is pushed out of memory
+    /// (0: none; beyond it, splits are read from the datastore again).
+    #[arg(long, default_value = "16GiB")]
+    pub cache_disk: String,
     /// Rows per step (a global mini-batch: an equal share of every split); 0 takes one
     /// step over all rows per epoch.
     #[arg(long, default_value_t = 0)]
@@ -516,8 +524,8 @@ pub async fn train(
         let t0 = Instant::now();
         let first = if epoch == start_epoch { start_step } else { 0 };
         let shuffle = (!args.no_shuffle).then(|| epoch_seed(args.shuffle_seed, epoch));
-        let (mut loss_sum, mut correct, mut rows, mut read, mut hits) =
-            (0.0, 0.0, 0u64, 0i64, 0i64);
+        let (mut loss_sum, mut correct, mut rows, mut read, mut hits, mut disk_hits) =
+            (0.0, 0.0, 0u64, 0i64, 0i64, 0i64);
         let mut jobs = Vec::new();
         for step in first..steps {
             let round_out = out
@@ -540,6 +548,7 @@ pub async fn train(
                 // rounds after the first read nothing from the datastore.
                 (CACHE_PARAM, "true".to_string()),
                 (sluice_worker::CACHE_BYTES_PARAM, args.cache_memory.clone()),
+                (sluice_worker::CACHE_DISK_PARAM, args.cache_disk.clone()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -604,6 +613,10 @@ pub async fn train(
                 .get(sluice_worker::CACHE_HITS_COUNTER)
                 .copied()
                 .unwrap_or(0);
+            disk_hits += counters
+                .get(sluice_worker::CACHE_DISK_HITS_COUNTER)
+                .copied()
+                .unwrap_or(0);
             let (p, m, v) = assemble(&params, &read_round(&status, &round_out)?)?;
             params = p;
             state = OptState {
@@ -634,7 +647,7 @@ pub async fn train(
         let metrics = serde_json::json!({
             "epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n, "samples": rows,
             "steps": steps, "samples_per_s": rows as f64 / secs.max(1e-9), "seconds": secs,
-            "datastore_bytes_read": read, "cache_hits": hits,
+            "datastore_bytes_read": read, "cache_hits": hits, "cache_disk_hits": disk_hits,
             "model": args.model, "data_hash": data_hash, "job_ids": jobs,
         });
         current = if epoch % args.checkpoint_every.max(1) == 0 || epoch == args.epochs {

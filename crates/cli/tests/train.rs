@@ -577,3 +577,48 @@ fn training_rides_out_a_coordinator_restart_and_status_keeps_its_epochs() {
         "{train}"
     );
 }
+
+#[test]
+fn splits_pushed_out_of_the_memory_cache_are_served_from_local_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&data, 50_000, 10, 11, false);
+    let run = |name: &str, disk: &str| -> Vec<serde_json::Value> {
+        let r = sluice(
+            BIN,
+            &[
+                "train",
+                "--input",
+                s(&data),
+                "--output",
+                s(&tmp.path().join(name)),
+                "--epochs",
+                "3",
+                "--split-size",
+                "256KiB",
+                "--executors",
+                "1",
+                "--cache-memory",
+                "64KiB",
+                "--cache-disk",
+                disk,
+                "--json",
+            ],
+        );
+        assert!(r.success(), "{}", r.stderr);
+        r.stdout_json()["epochs"].as_array().unwrap().clone()
+    };
+    // Every split is larger than the memory budget: all go to disk, and come back from it.
+    let epochs = run("disk", "1GiB");
+    assert!(epochs[0]["datastore_bytes_read"].as_i64().unwrap() > 0);
+    for e in &epochs[1..] {
+        assert_eq!(e["datastore_bytes_read"], 0, "{e}");
+        assert!(e["cache_disk_hits"].as_i64().unwrap() > 0, "{e}");
+    }
+    // Without disk, every epoch reads the datastore again.
+    let epochs = run("no-disk", "0");
+    for e in &epochs {
+        assert!(e["datastore_bytes_read"].as_i64().unwrap() > 0, "{e}");
+        assert_eq!(e["cache_disk_hits"], 0, "{e}");
+    }
+}

@@ -163,15 +163,34 @@ pub fn run_map(
                 .transpose()
                 .map_err(|e| TaskFailure::fatal(format!("{CACHE_BYTES_PARAM}: {e}")))?
                 .unwrap_or(DEFAULT_CACHE_BYTES);
+            let disk_budget = ctx
+                .param(CACHE_DISK_PARAM)
+                .map(|v| match v.trim() {
+                    "0" => Ok(0),
+                    v => sluice_core::parse_byte_size(v),
+                })
+                .transpose()
+                .map_err(|e| TaskFailure::fatal(format!("{CACHE_DISK_PARAM}: {e}")))?
+                .unwrap_or(DEFAULT_CACHE_DISK_BYTES);
+            // Beside the shuffle directory: the executor's local disk.
+            let dir = store.root().with_file_name("cache");
+            let disk = (disk_budget > 0).then_some((dir.as_path(), disk_budget));
             match cache::get(&key) {
-                Some(b) => {
+                Some(cache::Hit::Memory(b)) => {
                     read_counters.add(CACHE_HITS_COUNTER, 1);
+                    b
+                }
+                Some(cache::Hit::Disk(b)) => {
+                    read_counters.add(CACHE_HITS_COUNTER, 1);
+                    read_counters.add(CACHE_DISK_HITS_COUNTER, 1);
+                    // Back into memory if it fits, pushing older splits to disk.
+                    cache::put(key, b.clone(), budget, disk);
                     b
                 }
                 None => {
                     let b = std::sync::Arc::new(read()?);
                     read_counters.add(DATASTORE_BYTES_COUNTER, split.len() as i64);
-                    cache::put(key, b.clone(), budget);
+                    cache::put(key, b.clone(), budget, disk);
                     b
                 }
             }
@@ -207,46 +226,208 @@ pub const CACHE_HITS_COUNTER: &str = "cache_hits";
 /// The job parameter that bounds the memory an executor process gives cached splits.
 pub const CACHE_BYTES_PARAM: &str = "sluice.cache.bytes";
 
+/// The job parameter bounding the local disk cached splits may take once pushed out of memory
+/// (`sluice train --cache-disk`; 0 keeps none on disk).
+pub const CACHE_DISK_PARAM: &str = "sluice.cache.disk_bytes";
+
+/// The disk cache's default budget.
+pub const DEFAULT_CACHE_DISK_BYTES: u64 = 16 << 30;
+
+/// The counter of map tasks whose split came back from the local disk cache.
+pub const CACHE_DISK_HITS_COUNTER: &str = "cache_disk_hits";
+
 /// Cached splits per process unless the job says otherwise.
 const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
 /// Decoded columnar splits kept in this process across jobs (training epochs read the same
 /// data every round), oldest dropped first past the budget.
 mod cache {
+    //! Decoded splits kept across jobs: in process memory up to the memory budget; splits
+    //! pushed out of memory (or too large for it) go to local disk as Arrow IPC files up to
+    //! the disk budget, and are read back from there instead of the datastore.
     use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex, Once};
 
     use arrow_array::RecordBatch;
 
     type Entry = (String, Arc<Vec<RecordBatch>>, u64);
+    type OnDisk = (String, PathBuf, u64);
 
-    static CACHE: Mutex<(VecDeque<Entry>, u64)> = Mutex::new((VecDeque::new(), 0));
+    static MEMORY: Mutex<(VecDeque<Entry>, u64)> = Mutex::new((VecDeque::new(), 0));
+    static DISK: Mutex<(VecDeque<OnDisk>, u64)> = Mutex::new((VecDeque::new(), 0));
+    static CLEARED: Once = Once::new();
 
-    /// The cached batches of `key`.
-    pub fn get(key: &str) -> Option<Arc<Vec<RecordBatch>>> {
-        let c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        c.0.iter().find(|e| e.0 == key).map(|e| e.1.clone())
+    /// Where a cached split lives now.
+    pub enum Hit {
+        /// In memory.
+        Memory(Arc<Vec<RecordBatch>>),
+        /// Read back from local disk.
+        Disk(Arc<Vec<RecordBatch>>),
     }
 
-    /// Keeps `batches` under `key` within `budget` bytes in all (a split larger than the
-    /// budget is not kept).
-    pub fn put(key: String, batches: Arc<Vec<RecordBatch>>, budget: u64) {
+    /// The cached batches of `key`, from memory or else from disk.
+    pub fn get(key: &str) -> Option<Hit> {
+        {
+            let c = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = c.0.iter().find(|e| e.0 == key) {
+                return Some(Hit::Memory(e.1.clone()));
+            }
+        }
+        let path = {
+            let d = DISK.lock().unwrap_or_else(|p| p.into_inner());
+            d.0.iter().find(|e| e.0 == key).map(|e| e.1.clone())?
+        };
+        // A spill file that cannot be read back is a miss: the split is read again.
+        read(&path).ok().map(|b| Hit::Disk(Arc::new(b)))
+    }
+
+    /// Keeps `batches` under `key`: in memory within `budget` bytes in all, pushing the oldest
+    /// splits out to `disk` (a directory and its budget) when given, else dropping them.
+    pub fn put(
+        key: String,
+        batches: Arc<Vec<RecordBatch>>,
+        budget: u64,
+        disk: Option<(&Path, u64)>,
+    ) {
         let size: u64 = batches
             .iter()
             .map(|b| b.get_array_memory_size() as u64)
             .sum();
+        let mut out = Vec::new();
         if size > budget {
-            return;
+            out.push((key, batches, size));
+        } else {
+            let mut c = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+            while c.1 + size > budget {
+                match c.0.pop_front() {
+                    Some(old) => {
+                        c.1 -= old.2;
+                        out.push(old);
+                    }
+                    None => break,
+                }
+            }
+            c.1 += size;
+            c.0.push_back((key, batches, size));
         }
-        let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        while c.1 + size > budget {
-            match c.0.pop_front() {
-                Some(old) => c.1 -= old.2,
+        if let Some((dir, disk_budget)) = disk {
+            for (k, b, _) in out {
+                spill(dir, disk_budget, k, &b);
+            }
+        }
+    }
+
+    /// Writes a split to the disk cache (Arrow IPC), dropping the oldest files past the budget.
+    fn spill(dir: &Path, budget: u64, key: String, batches: &[RecordBatch]) {
+        CLEARED.call_once(|| {
+            // Files a previous process left are of no use to this one.
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        let Some(first) = batches.first() else {
+            return;
+        };
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let path = dir.join(format!("{h:016x}.arrow"));
+        let written = std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+                let mut w = arrow_ipc::writer::FileWriter::try_new(
+                    std::io::BufWriter::new(file),
+                    &first.schema(),
+                )
+                .map_err(|e| e.to_string())?;
+                for b in batches {
+                    w.write(b).map_err(|e| e.to_string())?;
+                }
+                w.finish().map_err(|e| e.to_string())?;
+                std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .map_err(|e| e.to_string())
+            });
+        let size = match written {
+            Ok(n) if n <= budget => n,
+            Ok(_) | Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+        };
+        let mut d = DISK.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = d.0.iter().position(|e| e.0 == key) {
+            if let Some(old) = d.0.remove(at) {
+                d.1 -= old.2;
+            }
+        }
+        while d.1 + size > budget {
+            match d.0.pop_front() {
+                Some(old) => {
+                    d.1 -= old.2;
+                    if old.1 != path {
+                        let _ = std::fs::remove_file(&old.1);
+                    }
+                }
                 None => break,
             }
         }
-        c.1 += size;
-        c.0.push_back((key, batches, size));
+        d.1 += size;
+        d.0.push_back((key, path, size));
+    }
+
+    fn read(path: &Path) -> Result<Vec<RecordBatch>, String> {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let r = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| e.to_string())?;
+        r.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use arrow_array::{ArrayRef, Int64Array};
+
+        fn split(v: i64, rows: usize) -> Arc<Vec<RecordBatch>> {
+            let col: ArrayRef = Arc::new(Int64Array::from(vec![v; rows]));
+            Arc::new(vec![RecordBatch::try_from_iter([("x", col)]).unwrap()])
+        }
+
+        fn value(h: Option<Hit>) -> Option<(bool, i64)> {
+            let (disk, b) = match h? {
+                Hit::Memory(b) => (false, b),
+                Hit::Disk(b) => (true, b),
+            };
+            let col = b[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            Some((disk, col.value(0)))
+        }
+
+        #[test]
+        fn splits_pushed_out_of_memory_come_back_from_disk() {
+            let dir = tempfile::tempdir().unwrap();
+            let one = split(1, 1000)
+                .iter()
+                .map(|b| b.get_array_memory_size() as u64)
+                .sum::<u64>();
+            let disk = Some((dir.path(), 1 << 30));
+            // Room in memory for two splits: the third pushes the first to disk.
+            for v in 0..3 {
+                put(format!("t-split-{v}"), split(v, 1000), 2 * one, disk);
+            }
+            assert_eq!(value(get("t-split-0")), Some((true, 0)));
+            assert_eq!(value(get("t-split-1")), Some((false, 1)));
+            assert_eq!(value(get("t-split-2")), Some((false, 2)));
+            // Without a disk budget a pushed-out split is gone.
+            put("t-split-3".into(), split(3, 1000), 2 * one, None);
+            assert!(get("t-split-1").is_none());
+            // One too large for memory goes straight to disk.
+            put("t-big".into(), split(9, 100_000), 2 * one, disk);
+            assert_eq!(value(get("t-big")), Some((true, 9)));
+        }
     }
 }
 
