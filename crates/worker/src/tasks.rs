@@ -240,11 +240,10 @@ pub const CACHE_DISK_HITS_COUNTER: &str = "cache_disk_hits";
 const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
 /// Decoded columnar splits kept in this process across jobs (training epochs read the same
-/// data every round), oldest dropped first past the budget.
+/// data every round): in memory up to the memory budget; splits pushed out of memory (or too
+/// large for it) go to local disk as Arrow IPC files up to the disk budget, and are read back
+/// from there instead of the datastore.
 mod cache {
-    //! Decoded splits kept across jobs: in process memory up to the memory budget; splits
-    //! pushed out of memory (or too large for it) go to local disk as Arrow IPC files up to
-    //! the disk budget, and are read back from there instead of the datastore.
     use std::collections::VecDeque;
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex, Once};
