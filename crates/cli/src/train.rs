@@ -7,7 +7,9 @@
 //! The final model is `OUTPUT/model.safetensors`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use sluice_storage::{blob_join, list_blobs, read_blob, remove_blob, write_blob};
 use std::time::{Duration, Instant};
 
 use sluice_core::{InputFormat, JobSpec, OutputFormat, CACHE_PARAM};
@@ -197,18 +199,14 @@ fn features_of(
     let first = files
         .first()
         .ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
-    let open = |p: &str| {
-        let file = std::fs::File::open(p).map_err(io("opening", Path::new(p)))?;
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| CliError::Usage(format!("{p}: not Parquet training data: {e}")))
-    };
-    // One footer read per file: the rows of all, the schema of the first.
+    // One footer read per file (on any datastore): the rows of all, the schema of the first.
     let mut rows = 0u64;
     let mut schema = None;
     for f in &files {
-        let r = open(f.path.trim_start_matches("file://"))?;
-        rows += r.metadata().file_metadata().num_rows().max(0) as u64;
-        schema.get_or_insert_with(|| r.schema().clone());
+        let (n, sch) = sluice_storage::parquet_footer(f)
+            .map_err(|e| CliError::Usage(format!("{}: not Parquet training data: {e}", f.path)))?;
+        rows += n;
+        schema.get_or_insert(sch);
     }
     let path = first.path.trim_start_matches("file://");
     let schema =
@@ -235,60 +233,51 @@ fn features_of(
 
 /// Where the checkpoint after `step` steps of `epoch` goes: `epoch-E.safetensors` once the
 /// epoch is done (`step` None), `epoch-E-step-K.safetensors` within it.
-fn checkpoint_path(out: &Path, epoch: u32, step: Option<u32>) -> PathBuf {
+fn checkpoint_path(out: &str, epoch: u32, step: Option<u32>) -> String {
     let name = match step {
         None => format!("epoch-{epoch:05}.safetensors"),
         Some(k) => format!("epoch-{epoch:05}-step-{k:05}.safetensors"),
     };
-    out.join("checkpoints").join(name)
+    blob_join(&blob_join(out, "checkpoints"), &name)
 }
 
 /// The latest checkpoint under `out`: (epoch, steps done in it, None when the epoch is done).
-fn last_checkpoint(out: &Path) -> Option<(u32, Option<u32>)> {
-    std::fs::read_dir(out.join("checkpoints"))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
+fn last_checkpoint(out: &str) -> Result<Option<(u32, Option<u32>)>, CliError> {
+    Ok(list_blobs(&blob_join(out, "checkpoints"))?
+        .into_iter()
+        .filter_map(|n| {
             let stem = n.strip_prefix("epoch-")?.strip_suffix(".safetensors")?;
             match stem.split_once("-step-") {
                 None => Some((stem.parse().ok()?, None)),
                 Some((e, k)) => Some((e.parse().ok()?, Some(k.parse().ok()?))),
             }
         })
-        .max_by_key(|&(e, k)| (e, k.map_or(u64::MAX, u64::from)))
+        .max_by_key(|&(e, k)| (e, k.map_or(u64::MAX, u64::from))))
 }
 
-/// Writes a checkpoint and its JSON manifest, each landing whole (write, then rename).
+/// Writes a checkpoint and its JSON manifest to the output's datastore, each landing whole.
 fn write_checkpoint(
-    out: &Path,
+    out: &str,
     epoch: u32,
     step: Option<u32>,
     params: &Params,
     state: &OptState,
     manifest: &serde_json::Value,
-) -> Result<PathBuf, CliError> {
+) -> Result<String, CliError> {
     let path = checkpoint_path(out, epoch, step);
-    let dir = path.parent().unwrap_or(out);
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let meta: HashMap<String, String> = manifest
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
         .unwrap_or_default();
     let bytes = checkpoint_bytes(params, state, meta)?;
-    // The manifest lands first and the checkpoint last, each whole: a checkpoint that exists
-    // (what --resume looks for) always has its manifest.
-    let json = path.with_extension("json");
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
+    // The manifest lands first and the checkpoint last: a checkpoint that exists (what
+    // --resume looks for) always has its manifest.
+    let json = format!("{}.json", path.trim_end_matches(".safetensors"));
+    write_blob(
+        &json,
         serde_json::to_vec_pretty(manifest).unwrap_or_default(),
-    )
-    .map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, &json).map_err(io("renaming", &tmp))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+    )?;
+    write_blob(&path, bytes)?;
     Ok(path)
 }
 
@@ -372,51 +361,48 @@ fn epochs_json(history: &[serde_json::Value]) -> String {
 /// Writes the parameters the next round broadcasts when no checkpoint is due: a file of its
 /// own per round, because executors cache a round's parameters by path.
 fn write_broadcast(
-    out: &Path,
+    out: &str,
     epoch: u32,
     step: u32,
     params: &Params,
     state: &OptState,
-) -> Result<PathBuf, CliError> {
-    let dir = out.join("rounds");
-    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-    let path = dir.join(format!("params-{epoch:05}-{step:05}.safetensors"));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, checkpoint_bytes(params, state, HashMap::new())?)
-        .map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+) -> Result<String, CliError> {
+    let path = blob_join(
+        &blob_join(out, "rounds"),
+        &format!("params-{epoch:05}-{step:05}.safetensors"),
+    );
+    write_blob(&path, checkpoint_bytes(params, state, HashMap::new())?)?;
     Ok(path)
 }
 
 /// Removes a round's broadcast file once the next one exists (checkpoints stay).
-fn drop_broadcast(out: &Path, path: &Path) {
-    if path.starts_with(out.join("rounds")) {
-        let _ = std::fs::remove_file(path);
+fn drop_broadcast(out: &str, path: &str) {
+    if path.starts_with(&blob_join(out, "rounds")) {
+        let _ = remove_blob(path);
     }
 }
 
 /// Reads the committed Parquet parts of a round.
 fn read_round(
     status: &sluice_rpc::pb::JobStatus,
-    out: &Path,
+    out: &str,
 ) -> Result<Vec<arrow_array::RecordBatch>, CliError> {
     let mut batches = Vec::new();
     for f in &status.files {
-        let p = Path::new(&f.path);
-        let p = if p.is_absolute() || p.exists() {
-            p.to_path_buf()
+        let p = if f.path.contains("://") || Path::new(&f.path).is_absolute() {
+            f.path.clone()
         } else {
-            out.join(p)
+            blob_join(out, &f.path)
         };
-        if p.to_string_lossy().contains("_bad_records") {
+        if p.contains("_bad_records") {
             continue;
         }
-        let file = std::fs::File::open(&p).map_err(io("opening", &p))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        let bytes = bytes::Bytes::from(read_blob(&p)?);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.build())
-            .map_err(|e| CliError::Refused(format!("{}: {e}", p.display())))?;
+            .map_err(|e| CliError::Refused(format!("{p}: {e}")))?;
         for b in reader {
-            batches.push(b.map_err(|e| CliError::Refused(format!("{}: {e}", p.display())))?);
+            batches.push(b.map_err(|e| CliError::Refused(format!("{p}: {e}")))?);
         }
     }
     Ok(batches)
@@ -430,8 +416,16 @@ pub async fn train(
     binary: Option<String>,
 ) -> Result<serde_json::Value, CliError> {
     // Absolute, so that the committed files the status lists are found from here.
-    let out =
-        std::path::absolute(&args.output).map_err(io("resolving", Path::new(&args.output)))?;
+    // A datastore URI as given; a path made absolute, so that the files the status lists
+    // are found from here.
+    let out = if args.output.contains("://") {
+        args.output.trim_end_matches('/').to_string()
+    } else {
+        std::path::absolute(&args.output)
+            .map_err(io("resolving", Path::new(&args.output)))?
+            .display()
+            .to_string()
+    };
     let model = models.get(&args.model)?;
     optimizer_named(&args.optimizer)?;
     let (dim, data_hash, total_rows) =
@@ -454,20 +448,20 @@ pub async fn train(
     };
     // Where to start: (epoch, first step), after the last checkpoint when resuming.
     let split_size = sluice_core::parse_byte_size(&args.split_size)?;
-    let last = last_checkpoint(&out);
+    let last = last_checkpoint(&out)?;
     let (start_epoch, start_step) = match (args.resume, last) {
         (true, Some((e, None))) => (e + 1, 0),
         (true, Some((e, Some(k)))) => (e, k),
         (true, None) => {
             return Err(CliError::Usage(format!(
                 "--resume: no checkpoint under {}/checkpoints",
-                out.display()
+                out
             )))
         }
         (false, Some(_)) => {
             return Err(CliError::Usage(format!(
             "{} already holds checkpoints; pass --resume to continue or choose another --output",
-            out.display()
+            out
         )))
         }
         (false, None) => (1, 0),
@@ -483,7 +477,7 @@ pub async fn train(
         write_checkpoint(&out, 0, None, &p, &s, &manifest)?;
         (p, s)
     } else {
-        let bytes = std::fs::read(&current).map_err(io("reading", &current))?;
+        let bytes = read_blob(&current)?;
         let (p, s, meta) = read_checkpoint(&bytes, &model.init(dim, 0))?;
         // A resumed epoch must take its rows in the order it began with, or samples would
         // be used twice or not at all.
@@ -495,7 +489,7 @@ pub async fn train(
             if had != want {
                 return Err(CliError::Usage(format!(
                     "--resume: {} was taken with shuffle seed {had:?}, these flags give {want:?}; resume with the --shuffle-seed / --no-shuffle of the interrupted run",
-                    current.display()
+                    current
                 )));
             }
         }
@@ -504,7 +498,7 @@ pub async fn train(
         } else {
             format!("step {start_step} of epoch {start_epoch}")
         };
-        eprintln!("resuming after {at} ({})", current.display());
+        eprintln!("resuming after {at} ({current})");
         (p, s)
     };
     let mut client = sluice_rpc::jobs_client(url).await?;
@@ -513,7 +507,7 @@ pub async fn train(
     // The run's worker session: its output directory, hashed (FNV-1a).
     let session = format!(
         "train-{:016x}",
-        out.display()
+        out
             .to_string()
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -528,11 +522,12 @@ pub async fn train(
             (0.0, 0.0, 0u64, 0i64, 0i64, 0i64);
         let mut jobs = Vec::new();
         for step in first..steps {
-            let round_out = out
-                .join("rounds")
-                .join(format!("epoch-{epoch:05}-step-{step:05}"));
+            let round_out = blob_join(
+                &blob_join(&out, "rounds"),
+                &format!("epoch-{epoch:05}-step-{step:05}"),
+            );
             let mut params_map: BTreeMap<String, String> = [
-                (CHECKPOINT_PARAM, current.display().to_string()),
+                (CHECKPOINT_PARAM, current.clone()),
                 (MODEL_PARAM, args.model.clone()),
                 (OPTIMIZER_PARAM, args.optimizer.clone()),
                 (FEATURES_PARAM, dim.to_string()),
@@ -578,7 +573,7 @@ pub async fn train(
             let spec = JobSpec {
                 job: "train-step".into(),
                 inputs: args.inputs.clone(),
-                output: round_out.display().to_string(),
+                output: round_out.clone(),
                 format: OutputFormat::Parquet,
                 input_format: InputFormat::Parquet,
                 split_size,
@@ -667,10 +662,17 @@ pub async fn train(
         );
         history.push(metrics);
     }
-    let final_path = out.join("model.safetensors");
-    std::fs::copy(&current, &final_path).map_err(io("writing", &final_path))?;
-    Ok(serde_json::json!({
-        "model": final_path.display().to_string(),
+    // The final model is committed like a job's output: the model, then `_SUCCESS` (with
+    // the run's epochs) once it is whole.
+    let final_path = blob_join(&out, "model.safetensors");
+    write_blob(&final_path, read_blob(&current)?)?;
+    let report = serde_json::json!({
+        "model": final_path,
         "epochs": history,
-    }))
+    });
+    write_blob(
+        &blob_join(&out, "_SUCCESS"),
+        serde_json::to_vec_pretty(&report).unwrap_or_default(),
+    )?;
+    Ok(report)
 }

@@ -712,3 +712,101 @@ fn a_reduce_killed_between_upload_and_commit_leaves_no_partial_or_extra_file() {
         .iter()
         .any(|o| o == "CopyObject" || o == "UploadPartCopy"));
 }
+
+/// Training with its input and its output on S3: the checkpoints, their manifests, the
+/// rounds' parameters and the final model live in the bucket; a resumed run finds its last
+/// checkpoint there, and the result equals the same training on local files.
+#[test]
+fn training_reads_and_checkpoints_on_s3_and_resumes_from_there() {
+    use sluice_udf::train::{read_checkpoint, LogisticRegression, Model};
+    let server = S3Server::start();
+    let store = server.bucket("models");
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("data");
+    let r = sluice_env(
+        &[
+            "generate-classification",
+            s(&local),
+            "--rows",
+            "30000",
+            "--features",
+            "8",
+            "--files",
+            "3",
+        ],
+        &[],
+    );
+    assert!(r.success(), "{}", r.stderr);
+    let objects: Objects = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                format!("data/{}", e.file_name().to_string_lossy()),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    put_all(&store, objects);
+    let env = server.client_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let train = |input: &str, output: &str, epochs: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--input",
+            input,
+            "--output",
+            output,
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "10000",
+            "--executors",
+            "1",
+            "--json",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        let r = sluice_env(&args, &env);
+        assert!(r.success(), "{}", r.stderr);
+        r
+    };
+    train("s3://models/data", "s3://models/run", "2", false);
+    let keys = keys_under(&store, "run");
+    for want in [
+        "checkpoints/epoch-00002.safetensors",
+        "checkpoints/epoch-00002.json",
+        "model.safetensors",
+        "_SUCCESS",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} not in {keys:?}");
+    }
+    assert!(
+        !keys.iter().any(|k| k.contains("rounds/params-")),
+        "round parameters left behind: {keys:?}"
+    );
+    let r = train("s3://models/data", "s3://models/run", "3", true);
+    assert!(r.stderr.contains("resuming after epoch 2"), "{}", r.stderr);
+
+    // The same three epochs on local files end with the same parameters.
+    let out = tmp.path().join("local");
+    train(s(&local), s(&out), "3", false);
+    let like = LogisticRegression.init(8, 0);
+    let from_s3 = block(async {
+        store
+            .get(&ObjectPath::from("run/model.safetensors"))
+            .await?
+            .bytes()
+            .await
+    })
+    .unwrap();
+    let a = read_checkpoint(&from_s3, &like).unwrap().0;
+    let b = read_checkpoint(
+        &std::fs::read(out.join("model.safetensors")).unwrap(),
+        &like,
+    )
+    .unwrap()
+    .0;
+    assert!(a.max_abs_diff(&b) <= 1e-6, "{}", a.max_abs_diff(&b));
+}

@@ -2,6 +2,7 @@
 //! write output parts, and commit output so that readers never see partial results.
 
 mod arrow_in;
+mod blob;
 mod commit;
 pub mod datastore;
 mod error;
@@ -17,6 +18,7 @@ mod split;
 mod textread;
 
 pub use arrow_in::{plan_arrow_splits, read_arrow_split};
+pub use blob::{blob_join, list_blobs, read_blob, remove_blob, write_blob};
 pub use commit::{
     Manifest, ManifestFile, OutputCommitter, StagedTask, BAD_RECORDS_DIR, PENDING_DIR,
     SUCCESS_FILE, TEMP_DIR,
@@ -24,7 +26,9 @@ pub use commit::{
 pub use error::StorageError;
 pub use input::{list_inputs, InputFile};
 pub use output::{OutputOptions, OutputWriter};
-pub use parquet_in::{plan_parquet_splits, read_parquet_split, Filter, WHERE_PARAM};
+pub use parquet_in::{
+    parquet_footer, plan_parquet_splits, read_parquet_split, Filter, WHERE_PARAM,
+};
 pub use partition::{partition_values, with_partition_columns, PartitionValue};
 pub use partitioned::{TaskWriter, WrittenFile, PARTITION_BY_PARAM};
 pub use read::read_key_counts;

@@ -557,6 +557,16 @@ impl Length for Source {
     }
 }
 
+/// The rows and the Arrow schema of a Parquet file on any datastore, from its footer alone.
+pub fn parquet_footer(file: &InputFile) -> Result<(u64, arrow_schema::SchemaRef), StorageError> {
+    let (meta, _) = Source::open(&file.path, file.len)?.metadata(&file.path)?;
+    let fm = meta.file_metadata();
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+            .map_err(not_parquet(Path::new(&file.path)))?;
+    Ok((fm.num_rows().max(0) as u64, std::sync::Arc::new(schema)))
+}
+
 /// Plans Parquet files into splits of whole row groups of about `split_size` compressed bytes
 /// (small files combined), reading every footer; row groups that `filter` rules out by their
 /// statistics are left out, and a file left with none is not read at all.

@@ -34,10 +34,25 @@ pub struct TaskContext {
     scratch_dir: PathBuf,
     /// GPUs this task holds, as CUDA device ordinals of this process.
     gpus: Vec<u32>,
+    /// Reads whole objects at paths or datastore URIs (set by the task runtime).
+    reader: Option<Reader>,
     /// Records skipped as bad in this attempt, kept to be written to `OUTPUT/_bad_records/`.
     bad_records: std::sync::Arc<std::sync::Mutex<Vec<BadRecord>>>,
     /// Bad records skipped in this attempt, kept or not.
     bad_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Reads a whole object at a path or URI, or says why it cannot.
+pub type BlobReader = std::sync::Arc<dyn Fn(&str) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// A [`BlobReader`] in a context (shown by name only).
+#[derive(Clone)]
+struct Reader(BlobReader);
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobReader")
+    }
 }
 
 /// The job parameter that bounds the bad records one map task may skip
@@ -79,6 +94,7 @@ impl TaskContext {
             params: BTreeMap::new(),
             scratch_dir: std::env::temp_dir(),
             gpus: Vec::new(),
+            reader: None,
             bad_records: Default::default(),
             bad_seen: Default::default(),
         }
@@ -121,6 +137,23 @@ impl TaskContext {
     /// The bad records kept so far, leaving none.
     pub fn take_bad_records(&self) -> Vec<BadRecord> {
         std::mem::take(&mut *self.bad_records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sets how [`TaskContext::read_blob`] reads paths and URIs (the task runtime gives one
+    /// that knows every datastore).
+    pub fn with_reader(mut self, reader: BlobReader) -> Self {
+        self.reader = Some(Reader(reader));
+        self
+    }
+
+    /// The bytes of a whole object at a path or datastore URI (`s3://`, `ds://`, ...): how a
+    /// job reads what its driver wrote for it (a training round's parameters). Without a
+    /// reader set, only local paths.
+    pub fn read_blob(&self, uri: &str) -> Result<Vec<u8>, UdfError> {
+        match &self.reader {
+            Some(r) => (r.0)(uri).map_err(UdfError::Input),
+            None => std::fs::read(uri).map_err(|e| UdfError::Input(format!("reading {uri}: {e}"))),
+        }
     }
 
     /// Sets the GPUs the task holds (CUDA device ordinals as this process sees them).

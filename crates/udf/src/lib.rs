@@ -59,7 +59,9 @@ pub use api::{
     SumCombiner,
 };
 pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
-pub use context::{BadRecord, Counters, TaskContext, MAX_BAD_RECORDS_PARAM, MAX_KEPT_BAD_RECORDS};
+pub use context::{
+    BadRecord, BlobReader, Counters, TaskContext, MAX_BAD_RECORDS_PARAM, MAX_KEPT_BAD_RECORDS,
+};
 pub use emit::{Emitter, Output};
 pub use error::UdfError;
 pub use input::{

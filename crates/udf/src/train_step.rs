@@ -181,8 +181,7 @@ fn round(ctx: &TaskContext, models: &Models) -> Result<Arc<Round>, UdfError> {
         }
     }
     let model = models.get(ctx.param(MODEL_PARAM).unwrap_or("logistic-regression"))?;
-    let bytes = std::fs::read(&path)
-        .map_err(|e| UdfError::Input(format!("reading checkpoint {path}: {e}")))?;
+    let bytes = ctx.read_blob(&path)?;
     let (params, state, _) = read_checkpoint(&bytes, &model.init(dim, 0))
         .map_err(|e| UdfError::Input(format!("{path}: {e}")))?;
     let r = Arc::new(Round {

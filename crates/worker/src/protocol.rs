@@ -37,7 +37,10 @@ impl TaskInfo {
         let ctx = TaskContext::new(self.job_id.clone(), self.task, self.attempt)
             .with_params(self.params.clone())
             .with_scratch_dir(self.scratch_dir.clone())
-            .with_gpus(self.gpus.clone());
+            .with_gpus(self.gpus.clone())
+            .with_reader(std::sync::Arc::new(|uri: &str| {
+                sluice_storage::read_blob(uri).map_err(|e| e.to_string())
+            }));
         match split {
             Some(s) => ctx.with_split(s.clone()),
             None => ctx,
