@@ -507,8 +507,7 @@ pub async fn train(
     // The run's worker session: its output directory, hashed (FNV-1a).
     let session = format!(
         "train-{:016x}",
-        out
-            .to_string()
+        out.to_string()
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)

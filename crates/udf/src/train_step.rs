@@ -277,37 +277,43 @@ impl BatchMapper for GradientMapper {
             .filter(|&i| i != li && Some(i) != ii)
             .collect();
         let dim = feature_cols.len();
-        // This round's step takes rows [k n / S, (k + 1) n / S) of the split: over the S steps
-        // of an epoch every row is used once.
-        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        // The split's rows, row-major, decoded once per process (kept across rounds).
+        let with_ids = ii.is_some() && ctx.param(LEDGER_PARAM).is_some();
+        let data = split_rows(ctx, batches, li, ii.filter(|_| with_ids), &feature_cols)?;
+        // This round's step takes positions [k n / S, (k + 1) n / S) of the epoch's order of
+        // the split's rows: over the S steps of an epoch every row is used once.
+        let n = data.labels.len();
         let steps: usize = ctx.param_as(STEPS_PARAM)?.unwrap_or(1).max(1);
         let step: usize = ctx.param_as(STEP_PARAM)?.unwrap_or(0);
         let (from, to) = (step * n / steps, (step + 1) * n / steps);
-        let parts = match ctx.param_as::<u64>(SHUFFLE_PARAM)? {
-            None => in_order(batches, from, to),
-            Some(seed) => vec![shuffled(batches, n, seed, ctx.task().index, from, to)?],
-        };
-        let mut features = Vec::with_capacity((to - from) * dim);
-        let mut labels = Vec::with_capacity(to - from);
-        let mut ids: Vec<String> = Vec::new();
-        for part in parts {
-            {
-                let cols = feature_cols
-                    .iter()
-                    .map(|&i| f32_column(&part, i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for r in 0..part.num_rows() {
-                    features.extend(cols.iter().map(|c| c[r]));
+        let (features, labels, ids): (
+            std::borrow::Cow<'_, [f32]>,
+            std::borrow::Cow<'_, [f32]>,
+            Vec<String>,
+        ) = match ctx.param_as::<u64>(SHUFFLE_PARAM)? {
+            None => (
+                data.features[from * dim..to * dim].into(),
+                data.labels[from..to].into(),
+                data.ids
+                    .get(from..to)
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default(),
+            ),
+            Some(seed) => {
+                let picked = &epoch_order(n, seed, ctx.task().index)[from..to];
+                let mut f = Vec::with_capacity(picked.len() * dim);
+                for &r in picked {
+                    f.extend_from_slice(&data.features[r * dim..(r + 1) * dim]);
                 }
-                labels.extend(f32_column(&part, li)?);
-                if let Some(i) = ii {
-                    let col = part.column(i);
-                    ids.extend((0..part.num_rows()).map(|r| {
-                        arrow_cast::display::array_value_to_string(col, r).unwrap_or_default()
-                    }));
-                }
+                let l: Vec<f32> = picked.iter().map(|&r| data.labels[r]).collect();
+                let ids = if data.ids.is_empty() {
+                    Vec::new()
+                } else {
+                    picked.iter().map(|&r| data.ids[r].clone()).collect()
+                };
+                (f.into(), l.into(), ids)
             }
-        }
+        };
         let round = round(ctx, &self.models)?;
         if round
             .params
@@ -393,23 +399,91 @@ fn gradient(
     }
 }
 
-/// Rows `[from, to)` of the split in file order.
-fn in_order(batches: &[RecordBatch], from: usize, to: usize) -> Vec<RecordBatch> {
-    let mut parts = Vec::new();
-    let mut at = 0usize;
-    for b in batches {
-        let (lo, hi) = (from.max(at), to.min(at + b.num_rows()));
-        if lo < hi {
-            parts.push(b.slice(lo - at, hi - lo));
+/// A split's rows decoded for training: features row-major, labels, and sample ids when a
+/// ledger wants them.
+struct SplitRows {
+    features: Vec<f32>,
+    labels: Vec<f32>,
+    ids: Vec<String>,
+}
+
+/// Decoded splits of caching jobs (`sluice.cache=true`), kept in this process within the
+/// cache budget (`sluice.cache.bytes`): the Arrow batches are cached by the task runtime, but
+/// turning their columns into rows cost each round more than the gradient of a linear model.
+static SPLIT_ROWS: Mutex<std::collections::VecDeque<(String, Arc<SplitRows>, u64)>> =
+    Mutex::new(std::collections::VecDeque::new());
+
+fn split_rows(
+    ctx: &TaskContext,
+    batches: &[RecordBatch],
+    label: usize,
+    id: Option<usize>,
+    feature_cols: &[usize],
+) -> Result<Arc<SplitRows>, UdfError> {
+    let key = match ctx.split() {
+        Some(sp) if ctx.param("sluice.cache") == Some("true") => {
+            Some(format!("{sp:?}|{label}|{id:?}|{feature_cols:?}"))
         }
-        at += b.num_rows();
+        _ => None,
+    };
+    if let Some(k) = &key {
+        let cache = SPLIT_ROWS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = cache.iter().find(|e| &e.0 == k) {
+            return Ok(e.1.clone());
+        }
     }
-    parts
+    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut features = Vec::with_capacity(n * feature_cols.len());
+    let mut labels = Vec::with_capacity(n);
+    let mut ids = Vec::new();
+    for b in batches {
+        let cols = feature_cols
+            .iter()
+            .map(|&i| f32_column(b, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..b.num_rows() {
+            features.extend(cols.iter().map(|c| c[r]));
+        }
+        labels.extend(f32_column(b, label)?);
+        if let Some(i) = id {
+            let col = b.column(i);
+            ids.extend(
+                (0..b.num_rows()).map(|r| {
+                    arrow_cast::display::array_value_to_string(col, r).unwrap_or_default()
+                }),
+            );
+        }
+    }
+    let rows = Arc::new(SplitRows {
+        features,
+        labels,
+        ids,
+    });
+    if let Some(k) = key {
+        let size = (rows.features.len() + rows.labels.len()) as u64 * 4
+            + rows.ids.iter().map(|s| s.len() as u64 + 24).sum::<u64>();
+        let budget = ctx
+            .param("sluice.cache.bytes")
+            .and_then(|v| sluice_core::parse_byte_size(v).ok())
+            .unwrap_or(4 << 30);
+        if size <= budget {
+            let mut cache = SPLIT_ROWS.lock().unwrap_or_else(|p| p.into_inner());
+            let mut held: u64 = cache.iter().map(|e| e.2).sum();
+            while held + size > budget {
+                match cache.pop_front() {
+                    Some(old) => held -= old.2,
+                    None => break,
+                }
+            }
+            cache.push_back((k, rows.clone(), size));
+        }
+    }
+    Ok(rows)
 }
 
 /// The split's rows in the epoch's order: a permutation of its `n` rows drawn from the epoch's
-/// seed and the map's index (the same on every attempt and after a resume), of which this step
-/// takes positions `[from, to)`. Over the epoch's steps every row is used once.
+/// seed and the map's index (the same on every attempt and after a resume), of which a step
+/// takes a range of positions. Over the epoch's steps every row is used once.
 pub fn epoch_order(n: usize, seed: u64, map: u32) -> Vec<usize> {
     let mut rng =
         crate::train::Rng(seed ^ (u64::from(map) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -418,37 +492,6 @@ pub fn epoch_order(n: usize, seed: u64, map: u32) -> Vec<usize> {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
     order
-}
-
-fn shuffled(
-    batches: &[RecordBatch],
-    n: usize,
-    seed: u64,
-    map: u32,
-    from: usize,
-    to: usize,
-) -> Result<RecordBatch, UdfError> {
-    let mut starts = Vec::with_capacity(batches.len());
-    let mut at = 0usize;
-    for b in batches {
-        starts.push(at);
-        at += b.num_rows();
-    }
-    let picks: Vec<(usize, usize)> = epoch_order(n, seed, map)[from..to]
-        .iter()
-        .map(|&row| {
-            let b = starts.partition_point(|&s| s <= row) - 1;
-            (b, row - starts[b])
-        })
-        .collect();
-    let schema = batches[0].schema();
-    let columns = (0..schema.fields().len())
-        .map(|c| {
-            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-            arrow_select::interleave::interleave(&arrays, &picks)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Job parameter: `local` mode's steps per round (0, the default, is sync mode). In local mode
@@ -759,28 +802,25 @@ mod tests {
     }
 
     #[test]
-    fn shuffled_steps_take_every_row_once_across_batches() {
-        let batches: Vec<RecordBatch> = [0u64..3, 3..3, 3..10]
+    fn split_rows_are_row_major_across_batches() {
+        let batches: Vec<RecordBatch> = [0u32..3, 3..3, 3..5]
             .into_iter()
             .map(|r| {
-                let col: ArrayRef = Arc::new(UInt64Array::from_iter_values(r));
-                RecordBatch::try_from_iter([("id", col)]).unwrap()
+                let a: ArrayRef =
+                    Arc::new(Float32Array::from_iter_values(r.clone().map(|v| v as f32)));
+                let b: ArrayRef = Arc::new(Float64Array::from_iter_values(
+                    r.clone().map(|v| 10.0 * v as f64),
+                ));
+                let y: ArrayRef =
+                    Arc::new(Float32Array::from_iter_values(r.map(|v| (v % 2) as f32)));
+                RecordBatch::try_from_iter([("a", a), ("b", b), ("label", y)]).unwrap()
             })
             .collect();
-        let steps = 3;
-        let mut seen = Vec::new();
-        for k in 0..steps {
-            let part = shuffled(&batches, 10, 42, 5, k * 10 / steps, (k + 1) * 10 / steps).unwrap();
-            let ids = part
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .unwrap();
-            seen.extend(ids.values().iter().copied());
-        }
-        let order: Vec<u64> = epoch_order(10, 42, 5).iter().map(|&i| i as u64).collect();
-        assert_eq!(seen, order, "rows come in the epoch's order");
-        seen.sort_unstable();
-        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        let rows = split_rows(&TaskContext::default(), &batches, 2, None, &[0, 1]).unwrap();
+        assert_eq!(
+            rows.features,
+            [0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]
+        );
+        assert_eq!(rows.labels, [0.0, 1.0, 0.0, 1.0, 0.0]);
     }
 }
