@@ -81,9 +81,13 @@ pub async fn run(
 /// What `sluice train` was asked.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Parquet input: files, directories or globs (repeatable).
+    /// Input: files, directories or globs (repeatable), on any datastore.
     #[arg(long = "input", required = true)]
     pub inputs: Vec<String>,
+    /// Input format: parquet, csv (with a header line), csv-noheader (columns column_1, ...)
+    /// or jsonl; every column a number, the label 0 or 1.
+    #[arg(long, default_value = "parquet")]
+    pub input_format: String,
     /// Output directory: checkpoints/, rounds/ and model.safetensors.
     #[arg(long)]
     pub output: String,
@@ -192,25 +196,72 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Cl
 /// `inputs`, a hash of the input files, and the rows of all of them (from their footers).
 fn features_of(
     inputs: &[String],
+    format: InputFormat,
     label: &str,
     id: Option<&str>,
-) -> Result<(usize, String, u64), CliError> {
+    need_rows: bool,
+) -> Result<(usize, String, u64, Vec<String>), CliError> {
     let files = sluice_storage::list_inputs(inputs)?;
     let first = files
         .first()
         .ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
-    // One footer read per file (on any datastore): the rows of all, the schema of the first.
     let mut rows = 0u64;
-    let mut schema = None;
-    for f in &files {
-        let (n, sch) = sluice_storage::parquet_footer(f)
-            .map_err(|e| CliError::Usage(format!("{}: not Parquet training data: {e}", f.path)))?;
-        rows += n;
-        schema.get_or_insert(sch);
-    }
+    let columns: Vec<String> = if format == InputFormat::Parquet {
+        // One footer read per file (on any datastore): the rows of all, the schema of the first.
+        let mut schema = None;
+        for f in &files {
+            let (n, sch) = sluice_storage::parquet_footer(f).map_err(|e| {
+                CliError::Usage(format!("{}: not Parquet training data: {e}", f.path))
+            })?;
+            rows += n;
+            schema.get_or_insert(sch);
+        }
+        schema
+            .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+            .unwrap_or_default()
+    } else {
+        // Text formats: the columns from the first record; the rows (for --batch-size) by
+        // reading every file's lines.
+        let text = String::from_utf8_lossy(&read_blob(&first.path)?).into_owned();
+        let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let columns = match format {
+            InputFormat::Csv { header: true } => line
+                .split(',')
+                .map(|c| c.trim().trim_matches('"').to_string())
+                .collect(),
+            InputFormat::Csv { header: false } => (1..=line.split(',').count())
+                .map(|i| format!("column_{i}"))
+                .collect(),
+            _ => match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+                _ => {
+                    return Err(CliError::Usage(format!(
+                        "{}: the first line is not a JSON object of numbers",
+                        first.path
+                    )))
+                }
+            },
+        };
+        if need_rows {
+            let header = u64::from(matches!(format, InputFormat::Csv { header: true }));
+            for f in &files {
+                let text = read_blob(&f.path)?;
+                let n = text
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                    .count() as u64;
+                rows += n.saturating_sub(header);
+            }
+        }
+        columns
+    };
     let path = first.path.trim_start_matches("file://");
-    let schema =
-        schema.ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
+    let schema = arrow_schema::Schema::new(
+        columns
+            .iter()
+            .map(|c| arrow_schema::Field::new(c, arrow_schema::DataType::Float32, true))
+            .collect::<Vec<_>>(),
+    );
     if schema.index_of(label).is_err() {
         return Err(CliError::Usage(format!(
             "{path}: no label column '{label}' (pass --label)"
@@ -228,6 +279,7 @@ fn features_of(
         schema.fields().len() - not_features,
         format!("{h:016x}"),
         rows,
+        columns,
     ))
 }
 
@@ -428,8 +480,14 @@ pub async fn train(
     };
     let model = models.get(&args.model)?;
     optimizer_named(&args.optimizer)?;
-    let (dim, data_hash, total_rows) =
-        features_of(&args.inputs, &args.label, args.id_column.as_deref())?;
+    let input_format = InputFormat::parse(&args.input_format)?;
+    let (dim, data_hash, total_rows, columns) = features_of(
+        &args.inputs,
+        input_format,
+        &args.label,
+        args.id_column.as_deref(),
+        args.batch_size > 0,
+    )?;
     let local_steps = match args.mode.split_once(':') {
         None if args.mode == "sync" => None,
         Some(("local", k)) => Some(k.parse::<u32>().ok().filter(|k| *k > 0).ok_or_else(|| {
@@ -566,6 +624,10 @@ pub async fn train(
             if args.gpus > 0 {
                 params_map.insert(sluice_core::GPUS_PARAM.into(), args.gpus.to_string());
             }
+            if input_format == (InputFormat::Csv { header: true }) {
+                // The header reaches the maps already skipped: they name the columns by it.
+                params_map.insert(sluice_udf::CSV_COLUMNS_PARAM.into(), columns.join(","));
+            }
             if let Some(seed) = shuffle {
                 params_map.insert(SHUFFLE_PARAM.into(), seed.to_string());
             }
@@ -574,7 +636,7 @@ pub async fn train(
                 inputs: args.inputs.clone(),
                 output: round_out.clone(),
                 format: OutputFormat::Parquet,
-                input_format: InputFormat::Parquet,
+                input_format,
                 split_size,
                 reducers: Some(args.shards.max(1)),
                 overwrite: true,

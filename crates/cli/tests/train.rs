@@ -66,8 +66,13 @@ fn generate(data: &Path, rows: u64, features: usize, seed: u64, id: bool) {
 }
 
 fn final_params(out: &Path) -> Params {
+    model_params(out, FEATURES)
+}
+
+/// The logistic regression of `features` features a run committed under `out`.
+fn model_params(out: &Path, features: usize) -> Params {
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
-    read_checkpoint(&bytes, &LogisticRegression.init(FEATURES, 0))
+    read_checkpoint(&bytes, &LogisticRegression.init(features, 0))
         .unwrap()
         .0
 }
@@ -361,12 +366,7 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
     assert_eq!(used.len() as u64, N, "samples used in epoch 2");
     assert!(used == want, "every sample of epoch 2 used exactly once");
     // And the same parameters as the run that was never killed.
-    let like = LogisticRegression.init(10, 0);
-    let read = |dir: &Path| {
-        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
-        read_checkpoint(&b, &like).unwrap().0
-    };
-    let diff = read(&out).max_abs_diff(&read(&straight));
+    let diff = model_params(&out, 10).max_abs_diff(&model_params(&straight, 10));
     assert!(
         diff <= 1e-6,
         "resumed mid-epoch, the parameters differ by {diff}"
@@ -530,12 +530,7 @@ fn training_rides_out_a_coordinator_restart_and_status_keeps_its_epochs() {
     assert!(done.status.success(), "{stderr}\n{}", cluster.logs());
     assert!(stderr.contains("lost the coordinator"), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
-    let like = LogisticRegression.init(10, 0);
-    let read = |dir: &Path| {
-        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
-        read_checkpoint(&b, &like).unwrap().0
-    };
-    let diff = read(&out).max_abs_diff(&read(&straight));
+    let diff = model_params(&out, 10).max_abs_diff(&model_params(&straight, 10));
     assert!(
         diff <= 1e-6,
         "after the restart the parameters differ by {diff}"
@@ -621,4 +616,92 @@ fn splits_pushed_out_of_the_memory_cache_are_served_from_local_disk() {
         assert!(e["datastore_bytes_read"].as_i64().unwrap() > 0, "{e}");
         assert_eq!(e["cache_disk_hits"], 0, "{e}");
     }
+}
+
+#[test]
+fn training_reads_csv_and_json_lines_too() {
+    const N: u64 = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (csv, jsonl) = (tmp.path().join("csv"), tmp.path().join("jsonl"));
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::create_dir_all(&jsonl).unwrap();
+    for part in 0..2u64 {
+        let (x, y) = generated_rows(6, 4, part * N / 2..(part + 1) * N / 2);
+        let mut c = String::from("f0,f1,f2,f3,f4,f5,label\n");
+        let mut j = String::new();
+        for (row, label) in x.chunks(6).zip(&y) {
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            c.push_str(&format!("{},{}\n", cells.join(","), *label as u8));
+            let fields: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("\"f{i}\":{v}"))
+                .collect();
+            j.push_str(&format!(
+                "{{{},\"label\":{}}}\n",
+                fields.join(","),
+                *label as u8
+            ));
+        }
+        std::fs::write(csv.join(format!("part-{part}.csv")), c).unwrap();
+        std::fs::write(jsonl.join(format!("part-{part}.jsonl")), j).unwrap();
+    }
+    for (dir, format) in [(&csv, "csv"), (&jsonl, "jsonl")] {
+        let r = sluice(
+            BIN,
+            &[
+                "train",
+                "--input",
+                s(dir),
+                "--input-format",
+                format,
+                "--output",
+                s(&tmp.path().join(format!("out-{format}"))),
+                "--epochs",
+                "3",
+                "--batch-size",
+                "5000",
+                "--executors",
+                "1",
+                "--json",
+            ],
+        );
+        assert!(r.success(), "{format}: {}", r.stderr);
+        let epochs = r.stdout_json()["epochs"].as_array().unwrap().clone();
+        for e in &epochs {
+            assert_eq!(e["samples"].as_u64(), Some(N), "{format}: {e}");
+            assert_eq!(e["steps"].as_u64(), Some(4), "{format}: {e}");
+        }
+        assert!(
+            epochs[2]["accuracy"].as_f64().unwrap() >= 0.9,
+            "{format}: {}",
+            epochs[2]
+        );
+    }
+    // A missing value is refused, naming the column.
+    std::fs::write(
+        csv.join("part-2.csv"),
+        "f0,f1,f2,f3,f4,f5,label\n1,2,,4,5,6,1\n",
+    )
+    .unwrap();
+    let r = sluice(
+        BIN,
+        &[
+            "train",
+            "--input",
+            s(&csv),
+            "--input-format",
+            "csv",
+            "--output",
+            s(&tmp.path().join("out-bad")),
+            "--executors",
+            "1",
+        ],
+    );
+    assert!(!r.success());
+    assert!(
+        r.stderr.contains("'f2' has no value") && r.stderr.contains("part-2.csv"),
+        "{}",
+        r.stderr
+    );
 }

@@ -378,7 +378,7 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
         ctx: &TaskContext,
     ) -> Result<MapOutput, UdfError> {
         let t0 = std::time::Instant::now();
-        let lines;
+        let lines: Vec<RecordBatch>;
         let batches: &[RecordBatch] = match input {
             MapInput::Batches(b) => b,
             MapInput::Text {
@@ -388,15 +388,18 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
             } => {
                 let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]));
                 let col = Arc::new(StringArray::from_iter_values(text.lines()));
-                lines = [RecordBatch::try_new(schema, vec![col])?];
+                lines = vec![RecordBatch::try_new(schema, vec![col])?];
                 &lines
             }
-            MapInput::Text { format, .. } => {
-                return Err(UdfError::Input(format!(
-                    "job {}: a batch job reads parquet, arrow or text input, not {}",
-                    self.name,
-                    format.as_str()
-                )))
+            MapInput::Text { text, format, .. } => {
+                lines = decode_text(text, format, ctx.param(CSV_COLUMNS_PARAM)).map_err(|e| {
+                    UdfError::Input(format!(
+                        "job {}: reading {} input as Arrow rows: {e}",
+                        self.name,
+                        format.as_str()
+                    ))
+                })?;
+                &lines
             }
         };
         let mut out = BatchEmitter::in_task(ctx);
@@ -542,5 +545,62 @@ impl<M: BatchMapper, R: BatchReducer> Job for BatchJob<M, R> {
         flush(&mut values, &mut ends, &mut groups, &mut out, &mut counts)?;
         counts.counters = std::mem::take(&mut out.counters);
         Ok(counts)
+    }
+}
+
+/// The job parameter naming a batch job's CSV columns, comma-separated (the header line
+/// reaches the job already skipped); without it they are `column_1`, `column_2`, ...
+pub const CSV_COLUMNS_PARAM: &str = "sluice.csv.columns";
+
+/// CSV (header already skipped; columns named by `names`) or JSON lines as Arrow batches,
+/// the column types inferred from the split's records (numbers become Int64 or Float64).
+fn decode_text(
+    text: &str,
+    format: InputFormat,
+    names: Option<&str>,
+) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
+    use std::io::Cursor;
+    let infer_rows = Some(10_000);
+    match format {
+        InputFormat::Csv { .. } => {
+            let fmt = arrow_csv::reader::Format::default().with_header(false);
+            let (inferred, _) = fmt.infer_schema(Cursor::new(text.as_bytes()), infer_rows)?;
+            let schema = match names {
+                None => inferred,
+                Some(n) => {
+                    let names: Vec<&str> = n.split(',').map(str::trim).collect();
+                    if names.len() != inferred.fields().len() {
+                        return Err(arrow_schema::ArrowError::InvalidArgumentError(format!(
+                            "{CSV_COLUMNS_PARAM} names {} columns, the records have {}",
+                            names.len(),
+                            inferred.fields().len()
+                        )));
+                    }
+                    Schema::new(
+                        inferred
+                            .fields()
+                            .iter()
+                            .zip(names)
+                            .map(|(f, n)| f.as_ref().clone().with_name(n))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            };
+            arrow_csv::ReaderBuilder::new(Arc::new(schema))
+                .with_format(fmt)
+                .build(Cursor::new(text.as_bytes()))?
+                .collect()
+        }
+        InputFormat::Jsonl => {
+            let (schema, _) =
+                arrow_json::reader::infer_json_schema(Cursor::new(text.as_bytes()), infer_rows)?;
+            arrow_json::ReaderBuilder::new(Arc::new(schema))
+                .build(Cursor::new(text.as_bytes()))?
+                .collect()
+        }
+        other => Err(arrow_schema::ArrowError::InvalidArgumentError(format!(
+            "a batch job reads parquet, arrow, text, csv or jsonl input, not {}",
+            other.as_str()
+        ))),
     }
 }

@@ -58,7 +58,7 @@ pub use api::{
     decode_sortable, encode_sortable, Combiner, Descending, KeyOrder, Mapper, Partitioner, Reducer,
     SumCombiner,
 };
-pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer};
+pub use batch::{BatchEmitter, BatchJob, BatchMapper, BatchReducer, CSV_COLUMNS_PARAM};
 pub use context::{
     BadRecord, BlobReader, Counters, TaskContext, MAX_BAD_RECORDS_PARAM, MAX_KEPT_BAD_RECORDS,
 };

@@ -204,14 +204,25 @@ fn shards(ctx: &TaskContext) -> usize {
 
 fn f32_column(batch: &RecordBatch, i: usize) -> Result<Vec<f32>, UdfError> {
     let c = batch.column(i);
+    let nulls = c.logical_nulls();
+    if let Some(row) = (0..c.len()).find(|&r| nulls.as_ref().is_some_and(|n| n.is_null(r))) {
+        return Err(UdfError::Input(format!(
+            "column '{}' has no value in row {row} of a batch; training needs every feature and the label",
+            batch.schema().field(i).name()
+        )));
+    }
     if let Some(a) = c.as_any().downcast_ref::<Float32Array>() {
         return Ok(a.values().to_vec());
     }
     if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
         return Ok(a.values().iter().map(|v| *v as f32).collect());
     }
+    // CSV and JSON numbers without a fraction are read as integers (labels 0 and 1).
+    if let Some(a) = c.as_any().downcast_ref::<arrow_array::Int64Array>() {
+        return Ok(a.values().iter().map(|v| *v as f32).collect());
+    }
     Err(UdfError::Input(format!(
-        "column '{}' is {}; training reads float32 or float64 columns",
+        "column '{}' is {}; training reads float32, float64 or int64 columns",
         batch.schema().field(i).name(),
         c.data_type()
     )))
