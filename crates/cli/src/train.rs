@@ -205,6 +205,12 @@ fn features_of(
     let first = files
         .first()
         .ok_or_else(|| CliError::Usage(format!("no input files under {inputs:?}")))?;
+    if matches!(format, InputFormat::Text | InputFormat::Arrow) {
+        return Err(CliError::Usage(format!(
+            "--input-format {}: training reads parquet, csv, csv-noheader or jsonl",
+            format.as_str()
+        )));
+    }
     let mut rows = 0u64;
     let columns: Vec<String> = if format == InputFormat::Parquet {
         // One footer read per file (on any datastore): the rows of all, the schema of the first.

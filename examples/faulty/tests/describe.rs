@@ -13,6 +13,7 @@ fn describes_its_jobs() {
         serde_json::json!([
             "abort",
             "flaky",
+            "gpu-probe",
             "lines",
             "oom",
             "panic",
