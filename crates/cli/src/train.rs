@@ -228,7 +228,8 @@ fn features_of(
     } else {
         // Text formats: the columns from the first record; the rows (for --batch-size) by
         // reading every file's lines.
-        let text = String::from_utf8_lossy(&read_blob(&first.path)?).into_owned();
+        let first_bytes = read_blob(&first.path)?;
+        let text = String::from_utf8_lossy(&first_bytes);
         let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let columns = match format {
             InputFormat::Csv { header: true } => line
@@ -250,9 +251,16 @@ fn features_of(
         };
         if need_rows {
             let header = u64::from(matches!(format, InputFormat::Csv { header: true }));
-            for f in &files {
-                let text = read_blob(&f.path)?;
-                let n = text
+            for (i, f) in files.iter().enumerate() {
+                // The first file was read above.
+                let read;
+                let bytes: &[u8] = if i == 0 {
+                    &first_bytes
+                } else {
+                    read = read_blob(&f.path)?;
+                    &read
+                };
+                let n = bytes
                     .split(|b| *b == b'\n')
                     .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
                     .count() as u64;
@@ -275,12 +283,11 @@ fn features_of(
     }
     let not_features = 1 + usize::from(id.is_some_and(|c| schema.index_of(c).is_ok()));
     // The data hash of the manifest: the input files with their sizes.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for f in &files {
-        for b in f.path.bytes().chain(f.len.to_le_bytes()) {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
+    let h = sluice_core::digest::fnv1a(
+        files
+            .iter()
+            .flat_map(|f| f.path.bytes().chain(f.len.to_le_bytes())),
+    );
     Ok((
         schema.fields().len() - not_features,
         format!("{h:016x}"),
@@ -569,14 +576,7 @@ pub async fn train(
     let mut history = Vec::new();
     let mut previous = current.clone();
     // The run's worker session: its output directory, hashed (FNV-1a).
-    let session = format!(
-        "train-{:016x}",
-        out.to_string()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
-    );
+    let session = format!("train-{:016x}", sluice_core::digest::fnv1a(out.bytes()));
     for epoch in start_epoch..=args.epochs {
         let t0 = Instant::now();
         let first = if epoch == start_epoch { start_step } else { 0 };
@@ -605,7 +605,7 @@ pub async fn train(
                 // Executors keep the decoded splits; each goes back where it is cached, so
                 // rounds after the first read nothing from the datastore.
                 (CACHE_PARAM, "true".to_string()),
-                (sluice_worker::CACHE_BYTES_PARAM, args.cache_memory.clone()),
+                (sluice_core::CACHE_BYTES_PARAM, args.cache_memory.clone()),
                 (sluice_worker::CACHE_DISK_PARAM, args.cache_disk.clone()),
             ]
             .into_iter()

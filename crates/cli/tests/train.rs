@@ -155,20 +155,12 @@ fn logistic_regression_matches_one_process_survives_a_kill_and_resumes() {
 
     // An executor killed with SIGKILL during epoch 3 (a fresh one started): the same result.
     let out_kill = tmp.path().join("killed");
-    let mut child = Command::new(BIN)
-        .args(train_args(&cluster, &data, &out_kill, "5"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !out_kill
-        .join("checkpoints/epoch-00002.safetensors")
-        .exists()
-    {
-        assert!(Instant::now() < deadline, "epoch 2 never finished");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let mut child = start_until(
+        &train_args(&cluster, &data, &out_kill, "5"),
+        &out_kill.join("checkpoints/epoch-00002.safetensors"),
+        60,
+        "epoch 2 never finished",
+    );
     cluster.kill_executor(0);
     cluster.add_executor(1, &[]).unwrap();
     let status = child.wait().unwrap();
@@ -245,6 +237,28 @@ fn minibatch_args<'a>(
     ]
 }
 
+/// Starts `sluice ARGS` (stdout and stderr piped) and returns it, still running, once `file`
+/// exists; fails the test with `never` if that takes more than `secs` seconds.
+fn start_until<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    file: &Path,
+    secs: u64,
+    never: &str,
+) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
 /// The sample ids the maps of `job` recorded in `ledger`, sorted.
 fn ledger_ids(ledger: &Path, job: &str) -> Vec<u64> {
     let mut used = Vec::new();
@@ -310,20 +324,12 @@ fn a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_using_each_sample_onc
     // Killed (the driver and the whole cluster) at 40% of epoch 2, then resumed.
     let out = tmp.path().join("killed");
     let ledger = tmp.path().join("ledger");
-    let mut child = Command::new(BIN)
-        .args(minibatch_args(&cluster, &data, &out, &ledger))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !out
-        .join("checkpoints/epoch-00002-step-00002.safetensors")
-        .exists()
-    {
-        assert!(Instant::now() < deadline, "epoch 2 never reached step 2");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut child = start_until(
+        &minibatch_args(&cluster, &data, &out, &ledger),
+        &out.join("checkpoints/epoch-00002-step-00002.safetensors"),
+        120,
+        "epoch 2 never reached step 2",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     drop(cluster);
@@ -511,17 +517,12 @@ fn training_rides_out_a_coordinator_restart_and_status_keeps_its_epochs() {
     // The coordinator is killed -9 once epoch 2's checkpoint lands (during epoch 3's rounds)
     // and restarted on its state directory; the driver waits for it and carries on.
     let out = tmp.path().join("restarted");
-    let child = Command::new(BIN)
-        .args(args(&out))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !out.join("checkpoints/epoch-00002.safetensors").exists() {
-        assert!(Instant::now() < deadline, "epoch 2 never finished");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = start_until(
+        &args(&out),
+        &out.join("checkpoints/epoch-00002.safetensors"),
+        120,
+        "epoch 2 never finished",
+    );
     cluster.kill_coordinator();
     std::thread::sleep(Duration::from_millis(700));
     cluster.restart_coordinator().unwrap();

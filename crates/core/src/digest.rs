@@ -1,5 +1,13 @@
 //! Content addresses of job binaries: SHA-256 digests written as lowercase hex.
 
+/// FNV-1a (64-bit) of `bytes`: a stable short name for a key (file names, run names, the
+/// training data hash), not a checksum against tampering.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Lowercase hex of a digest.
 pub fn to_hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()

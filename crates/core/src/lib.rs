@@ -17,7 +17,8 @@ pub use error::CoreError;
 pub use ids::{JobId, TaskId, TaskKind};
 pub use size::parse_byte_size;
 pub use spec::{
-    map_gpus, InputFormat, JobSpec, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
-    DEFAULT_SPLIT_SIZE, GPUS_PARAM, MAX_ATTEMPTS_PARAM, TASK_MEMORY_PARAM, WORKER_SESSION_PARAM,
+    map_gpus, InputFormat, JobSpec, OutputFormat, Split, CACHE_BYTES_PARAM, CACHE_PARAM,
+    CSV_MULTILINE_PARAM, DEFAULT_CACHE_BYTES, DEFAULT_SPLIT_SIZE, GPUS_PARAM, MAX_ATTEMPTS_PARAM,
+    TASK_MEMORY_PARAM, WORKER_SESSION_PARAM,
 };
 pub use state::{FailureKind, JobState, StageState, TaskState};

@@ -151,6 +151,12 @@ pub const TASK_MEMORY_PARAM: &str = "sluice.task_memory";
 /// to send each split back to the executor that holds it.
 pub const CACHE_PARAM: &str = "sluice.cache";
 
+/// The job parameter that bounds the memory an executor process gives cached splits.
+pub const CACHE_BYTES_PARAM: &str = "sluice.cache.bytes";
+
+/// Cached splits per process unless the job says otherwise ([`CACHE_BYTES_PARAM`]).
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
 /// The job parameter that lets consecutive jobs of one job binary share its worker processes
 /// (a training run's rounds): tasks of jobs with the same value run in one worker per
 /// executor (and GPU set), which outlives each job so that what it keeps in memory (decoded

@@ -311,7 +311,8 @@ impl BatchMapper for GradientMapper {
                     .unwrap_or_default(),
             ),
             Some(seed) => {
-                let picked = &epoch_order(n, seed, ctx.task().index)[from..to];
+                let order = data.order(seed, ctx.task().index);
+                let picked = &order[from..to];
                 let mut f = Vec::with_capacity(picked.len() * dim);
                 for &r in picked {
                     f.extend_from_slice(&data.features[r * dim..(r + 1) * dim]);
@@ -416,10 +417,30 @@ struct SplitRows {
     features: Vec<f32>,
     labels: Vec<f32>,
     ids: Vec<String>,
+    /// The epoch order last drawn, by (seed, map): each of an epoch's steps uses it.
+    order: Mutex<Option<EpochOrder>>,
+}
+
+/// An epoch's order of a split's rows, with the (seed, map) it was drawn for.
+type EpochOrder = (u64, u32, Arc<Vec<usize>>);
+
+impl SplitRows {
+    /// The order of these rows in the epoch of `seed`, drawn once per epoch, not per step.
+    fn order(&self, seed: u64, map: u32) -> Arc<Vec<usize>> {
+        let mut last = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_ref() {
+            Some((s, m, o)) if (*s, *m) == (seed, map) => o.clone(),
+            _ => {
+                let o = Arc::new(epoch_order(self.labels.len(), seed, map));
+                *last = Some((seed, map, o.clone()));
+                o
+            }
+        }
+    }
 }
 
 /// Decoded splits of caching jobs (`sluice.cache=true`), kept in this process within the
-/// cache budget (`sluice.cache.bytes`): the Arrow batches are cached by the task runtime, but
+/// cache budget (`sluice.cache.bytes`, as the task runtime's split cache): the Arrow batches are cached by the task runtime, but
 /// turning their columns into rows cost each round more than the gradient of a linear model.
 static SPLIT_ROWS: Mutex<std::collections::VecDeque<(String, Arc<SplitRows>, u64)>> =
     Mutex::new(std::collections::VecDeque::new());
@@ -432,7 +453,7 @@ fn split_rows(
     feature_cols: &[usize],
 ) -> Result<Arc<SplitRows>, UdfError> {
     let key = match ctx.split() {
-        Some(sp) if ctx.param("sluice.cache") == Some("true") => {
+        Some(sp) if ctx.param(sluice_core::CACHE_PARAM) == Some("true") => {
             Some(format!("{sp:?}|{label}|{id:?}|{feature_cols:?}"))
         }
         _ => None,
@@ -469,14 +490,15 @@ fn split_rows(
         features,
         labels,
         ids,
+        order: Mutex::new(None),
     });
     if let Some(k) = key {
         let size = (rows.features.len() + rows.labels.len()) as u64 * 4
             + rows.ids.iter().map(|s| s.len() as u64 + 24).sum::<u64>();
         let budget = ctx
-            .param("sluice.cache.bytes")
+            .param(sluice_core::CACHE_BYTES_PARAM)
             .and_then(|v| sluice_core::parse_byte_size(v).ok())
-            .unwrap_or(4 << 30);
+            .unwrap_or(sluice_core::DEFAULT_CACHE_BYTES);
         if size <= budget {
             let mut cache = SPLIT_ROWS.lock().unwrap_or_else(|p| p.into_inner());
             let mut held: u64 = cache.iter().map(|e| e.2).sum();

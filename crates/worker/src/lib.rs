@@ -21,7 +21,6 @@ mod tasks;
 pub use protocol::TaskInfo;
 pub use serve::{describe, main, serve, MEMORY_LIMIT_ENV};
 pub use tasks::{
-    run_map, run_reduce, MapDone, ReduceDone, TaskFailure, CACHE_BYTES_PARAM,
-    CACHE_DISK_HITS_COUNTER, CACHE_DISK_PARAM, CACHE_HITS_COUNTER, DATASTORE_BYTES_COUNTER,
-    DEFAULT_CACHE_DISK_BYTES,
+    run_map, run_reduce, MapDone, ReduceDone, TaskFailure, CACHE_DISK_HITS_COUNTER,
+    CACHE_DISK_PARAM, CACHE_HITS_COUNTER, DATASTORE_BYTES_COUNTER, DEFAULT_CACHE_DISK_BYTES,
 };

@@ -4,8 +4,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use sluice_core::{
-    FailureKind, InputFormat, OutputFormat, Split, CACHE_PARAM, CSV_MULTILINE_PARAM,
-    TASK_MEMORY_PARAM,
+    FailureKind, InputFormat, OutputFormat, Split, CACHE_BYTES_PARAM, CACHE_PARAM,
+    CSV_MULTILINE_PARAM, DEFAULT_CACHE_BYTES, TASK_MEMORY_PARAM,
 };
 use sluice_shuffle::{reduce_fan_in, Combine, SegmentRef, ShuffleStore, StreamMerge};
 use sluice_storage::{
@@ -223,9 +223,6 @@ pub const DATASTORE_BYTES_COUNTER: &str = "datastore_bytes_read";
 /// The counter of columnar splits served from an executor's cache (`sluice.cache=true`).
 pub const CACHE_HITS_COUNTER: &str = "cache_hits";
 
-/// The job parameter that bounds the memory an executor process gives cached splits.
-pub const CACHE_BYTES_PARAM: &str = "sluice.cache.bytes";
-
 /// The job parameter bounding the local disk cached splits may take once pushed out of memory
 /// (`sluice train --cache-disk`; 0 keeps none on disk).
 pub const CACHE_DISK_PARAM: &str = "sluice.cache.disk_bytes";
@@ -235,9 +232,6 @@ pub const DEFAULT_CACHE_DISK_BYTES: u64 = 16 << 30;
 
 /// The counter of map tasks whose split came back from the local disk cache.
 pub const CACHE_DISK_HITS_COUNTER: &str = "cache_disk_hits";
-
-/// Cached splits per process unless the job says otherwise.
-const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
 /// Decoded columnar splits kept in this process across jobs (training epochs read the same
 /// data every round): in memory up to the memory budget; splits pushed out of memory (or too
@@ -326,9 +320,7 @@ mod cache {
         let Some(first) = batches.first() else {
             return;
         };
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let h = sluice_core::digest::fnv1a(key.bytes());
         let path = dir.join(format!("{h:016x}.arrow"));
         let written = std::fs::create_dir_all(dir)
             .map_err(|e| e.to_string())
